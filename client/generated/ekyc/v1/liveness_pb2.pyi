@@ -1,0 +1,146 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class QualityReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUALITY_REASON_UNSPECIFIED: _ClassVar[QualityReason]
+    QUALITY_REASON_NO_FACE: _ClassVar[QualityReason]
+    QUALITY_REASON_MULTIPLE_FACES: _ClassVar[QualityReason]
+    QUALITY_REASON_FACE_TOO_SMALL: _ClassVar[QualityReason]
+    QUALITY_REASON_TOO_DARK: _ClassVar[QualityReason]
+    QUALITY_REASON_TOO_BRIGHT: _ClassVar[QualityReason]
+    QUALITY_REASON_BLURRY: _ClassVar[QualityReason]
+
+class VerifyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERIFY_STATUS_UNSPECIFIED: _ClassVar[VerifyStatus]
+    VERIFY_STATUS_SUCCESS: _ClassVar[VerifyStatus]
+    VERIFY_STATUS_QUALITY_FAILED: _ClassVar[VerifyStatus]
+QUALITY_REASON_UNSPECIFIED: QualityReason
+QUALITY_REASON_NO_FACE: QualityReason
+QUALITY_REASON_MULTIPLE_FACES: QualityReason
+QUALITY_REASON_FACE_TOO_SMALL: QualityReason
+QUALITY_REASON_TOO_DARK: QualityReason
+QUALITY_REASON_TOO_BRIGHT: QualityReason
+QUALITY_REASON_BLURRY: QualityReason
+VERIFY_STATUS_UNSPECIFIED: VerifyStatus
+VERIFY_STATUS_SUCCESS: VerifyStatus
+VERIFY_STATUS_QUALITY_FAILED: VerifyStatus
+
+class QualityScores(_message.Message):
+    __slots__ = ("brightness", "sharpness", "face_coverage", "face_count", "face_confidence")
+    BRIGHTNESS_FIELD_NUMBER: _ClassVar[int]
+    SHARPNESS_FIELD_NUMBER: _ClassVar[int]
+    FACE_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FACE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FACE_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    brightness: float
+    sharpness: float
+    face_coverage: float
+    face_count: int
+    face_confidence: float
+    def __init__(self, brightness: _Optional[float] = ..., sharpness: _Optional[float] = ..., face_coverage: _Optional[float] = ..., face_count: _Optional[int] = ..., face_confidence: _Optional[float] = ...) -> None: ...
+
+class FaceBox(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class QualityReport(_message.Message):
+    __slots__ = ("passed", "reasons", "scores", "face_box", "image_width", "image_height")
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    passed: bool
+    reasons: _containers.RepeatedScalarFieldContainer[QualityReason]
+    scores: QualityScores
+    face_box: FaceBox
+    image_width: int
+    image_height: int
+    def __init__(self, passed: _Optional[bool] = ..., reasons: _Optional[_Iterable[_Union[QualityReason, str]]] = ..., scores: _Optional[_Union[QualityScores, _Mapping]] = ..., face_box: _Optional[_Union[FaceBox, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
+class CheckQualityRequest(_message.Message):
+    __slots__ = ("image", "request_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    request_id: str
+    def __init__(self, image: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CheckQualityResponse(_message.Message):
+    __slots__ = ("quality", "request_id")
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    quality: QualityReport
+    request_id: str
+    def __init__(self, quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("image", "enable_quality_checks", "request_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_QUALITY_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    enable_quality_checks: bool
+    request_id: str
+    def __init__(self, image: _Optional[bytes] = ..., enable_quality_checks: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("status", "is_live", "liveness_score", "confidence", "threshold", "model_version", "quality", "request_id")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IS_LIVE_FIELD_NUMBER: _ClassVar[int]
+    LIVENESS_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    status: VerifyStatus
+    is_live: bool
+    liveness_score: float
+    confidence: float
+    threshold: float
+    model_version: str
+    quality: QualityReport
+    request_id: str
+    def __init__(self, status: _Optional[_Union[VerifyStatus, str]] = ..., is_live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class VerifyStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: VerifyRequest
+    def __init__(self, request: _Optional[_Union[VerifyRequest, _Mapping]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class VerifyStreamResponse(_message.Message):
+    __slots__ = ("request_id", "result", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    result: VerifyResponse
+    error: ItemError
+    def __init__(self, request_id: _Optional[str] = ..., result: _Optional[_Union[VerifyResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
