@@ -1,0 +1,1 @@
+"""The gRPC server: configuration, the pipeline, the servicer and the ekyc-server entry point."""

@@ -1,0 +1,180 @@
+"""Configuration in one place: shipped defaults <- --config file <- EKYC_* env <- flags."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ekyc.quality.gate import QualityThresholds
+
+DEFAULTS_FILE = Path(__file__).with_name("default.toml")
+# The repository's models/ folder: server/ and models/ are siblings.
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = BUNDLED_MODELS / "liveness.onnx"
+DEFAULT_DETECTOR = BUNDLED_MODELS / "face_landmarker.task"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    max_workers: int
+    max_message_bytes: int
+    shutdown_drain_s: float
+    shutdown_grace_s: float
+    reflection: bool
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: str
+    threshold: float
+    intra_op_threads: int
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    path: str
+    min_confidence: float
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    max_image_pixels: int
+    thresholds: QualityThresholds
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings
+    model: ModelSettings
+    detector: DetectorSettings
+    quality: QualitySettings
+
+    @property
+    def model_path(self) -> str:
+        return self.model.path or str(DEFAULT_MODEL)
+
+    @property
+    def detector_path(self) -> Path:
+        return Path(self.detector.path) if self.detector.path else DEFAULT_DETECTOR
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict, override: Mapping, origin: str) -> None:
+    for section, values in override.items():
+        if section not in base or not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        for key, value in values.items():
+            if key not in base[section]:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}")
+            base[section][key] = value
+
+
+def _env_overrides(base: dict, environ: Mapping[str, str]) -> dict:
+    overrides: dict[str, dict[str, Any]] = {}
+    for section, values in base.items():
+        for key, default in values.items():
+            name = f"EKYC_{section}_{key}".upper()
+            if name in environ:
+                overrides.setdefault(section, {})[key] = _parse_like(environ[name], default, name)
+    return overrides
+
+
+def _parse_like(text: str, default: Any, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a valid {type(default).__name__}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration: defaults, then ``path``, then ``EKYC_*`` env, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    data = _read_toml(DEFAULTS_FILE)
+    if path:
+        _merge(data, _read_toml(Path(path)), str(path))
+    _merge(data, _env_overrides(data, environ), "environment")
+    if overrides:
+        _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}, "flags")
+    return _build(data)
+
+
+def _build(data: dict) -> Config:
+    try:
+        server = ServerSettings(
+            host=str(data["server"]["host"]),
+            port=int(data["server"]["port"]),
+            max_workers=int(data["server"]["max_workers"]),
+            max_message_bytes=int(data["server"]["max_message_bytes"]),
+            shutdown_drain_s=float(data["server"]["shutdown_drain_s"]),
+            shutdown_grace_s=float(data["server"]["shutdown_grace_s"]),
+            reflection=bool(data["server"]["reflection"]),
+        )
+        model = ModelSettings(
+            path=str(data["model"]["path"]),
+            threshold=float(data["model"]["threshold"]),
+            intra_op_threads=int(data["model"]["intra_op_threads"]),
+        )
+        detector = DetectorSettings(
+            path=str(data["detector"]["path"]),
+            min_confidence=float(data["detector"]["min_confidence"]),
+        )
+        quality_values = dict(data["quality"])
+        max_pixels = int(quality_values.pop("max_image_pixels"))
+        quality = QualitySettings(max_pixels, QualityThresholds.from_dict(quality_values))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration value: {exc}") from None
+    _validate(server, model, detector, quality)
+    return Config(server, model, detector, quality)
+
+
+def _validate(server, model, detector, quality) -> None:
+    checks = [
+        (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
+        (server.max_workers >= 1, "server.max_workers must be at least 1"),
+        (server.max_message_bytes >= 1024, "server.max_message_bytes must be at least 1024"),
+        (server.shutdown_grace_s >= 0, "server.shutdown_grace_s must not be negative"),
+        (server.shutdown_drain_s >= 0, "server.shutdown_drain_s must not be negative"),
+        (math.isnan(model.threshold) or 0.0 <= model.threshold <= 1.0, "model.threshold must be within 0..1"),
+        (model.intra_op_threads >= 1, "model.intra_op_threads must be at least 1"),
+        (0.0 < detector.min_confidence < 1.0, "detector.min_confidence must be within (0, 1)"),
+        (quality.max_image_pixels >= 1, "quality.max_image_pixels must be positive"),
+        (
+            quality.thresholds.min_brightness < quality.thresholds.max_brightness,
+            "quality.min_brightness must be below quality.max_brightness",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

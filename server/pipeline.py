@@ -1,0 +1,85 @@
+"""One pipeline for every RPC: decode -> quality gate -> face crop -> liveness model -> verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ekyc.quality.decode import decode_image
+from ekyc.quality.faces import FaceDetectorOptions, FaceDetectorPool, crop_face
+from ekyc.quality.gate import QualityReason, QualityResult, assess_quality
+from ekyc.server.config import Config
+from ekyc.server.model import LivenessModel, resolve_threshold
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer to Verify. ``quality_failed`` means the model did not run."""
+
+    quality: QualityResult
+    quality_failed: bool
+    is_live: bool
+    liveness_score: float
+    confidence: float
+    threshold: float
+    model_version: str
+
+
+class LivenessPipeline:
+    """Holds the face detectors and the ONNX session; thread-safe; a context manager."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.model = LivenessModel(config.model_path, config.model.intra_op_threads)
+        self.threshold = resolve_threshold(config.model.threshold, self.model.metadata)
+        self.detectors = FaceDetectorPool(
+            FaceDetectorOptions(config.detector_path, config.detector.min_confidence),
+            size=config.server.max_workers,
+        )
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version
+
+    def warm_up(self) -> None:
+        """Run every stage once so that the first request pays no lazy initialisation."""
+        self.model.warm_up()
+        blank = np.full((240, 320, 3), 128, dtype=np.uint8)
+        for _ in range(self.config.server.max_workers):
+            self.detectors.detect(blank)
+
+    def check_quality(self, image: bytes) -> QualityResult:
+        """Decode ``image`` and run the quality gate."""
+        rgb = decode_image(image, self.config.quality.max_image_pixels)
+        return self._assess(rgb)
+
+    def verify(self, image: bytes, enable_quality_checks: bool = True) -> Verdict:
+        """Decode, gate (unless disabled), crop the main face and score it."""
+        rgb = decode_image(image, self.config.quality.max_image_pixels)
+        quality = self._assess(rgb)
+        gate_blocks = not quality.passed if enable_quality_checks else quality.face is None
+        if gate_blocks:
+            # Without a face there is nothing to score, even when the gate is disabled.
+            return Verdict(quality, True, False, 0.0, 0.0, self.threshold, self.model_version)
+        crop = crop_face(rgb, quality.face, self.model.crop_rule)
+        score = float(self.model.score(crop[None])[0])
+        is_live = score < self.threshold
+        confidence = 1.0 - score if is_live else score
+        return Verdict(quality, False, is_live, score, confidence, self.threshold, self.model_version)
+
+    def _assess(self, rgb: np.ndarray) -> QualityResult:
+        faces = self.detectors.detect(rgb)
+        return assess_quality(rgb, faces, self.config.quality.thresholds)
+
+    def close(self) -> None:
+        self.detectors.close()
+
+    def __enter__(self) -> "LivenessPipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["LivenessPipeline", "QualityReason", "Verdict"]
