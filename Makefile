@@ -1,0 +1,43 @@
+# Quick start: `make run` (set up and serve the bundled model), `make test` (set up and test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-test run test protos lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The lock files are complete (every transitive package, pinned) and installed with
+# --no-deps: that is how mediapipe comes without opencv-contrib-python, which would
+# collide with opencv-python-headless. Regenerate them with scripts/lock.sh.
+$(VENV)/.server-installed: $(BIN)/python requirements/server.txt pyproject.toml
+	$(PIP) install -q --no-deps -r requirements/server.txt
+	$(PIP) install -q --no-deps -e .
+	$(BIN)/python -c "import ekyc.server.app, ekyc.client.cli"
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.server-installed requirements/test.txt
+	$(PIP) install -q --no-deps -r requirements/test.txt
+	touch $@
+
+setup: $(VENV)/.server-installed
+
+setup-test: $(VENV)/.test-installed
+
+run: setup
+	$(BIN)/ekyc-server
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+protos: setup-test
+	$(BIN)/python scripts/generate_protos.py
+
+lint: setup-test
+	$(BIN)/buf lint
+
+clean:
+	rm -rf $(VENV) .pytest_cache
