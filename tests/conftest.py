@@ -1,0 +1,171 @@
+"""Shared fixtures: real images, a real server on a loopback port, a client."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from ekyc.client import LivenessClient
+from ekyc.server.app import create_server
+from ekyc.server.config import DEFAULT_MODEL, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ["EKYC_DATA_DIR"]) if os.environ.get("EKYC_DATA_DIR") else None
+SPLIT_FILE = ROOT / "training" / "splits" / "shared-data.json"
+
+needs_data = pytest.mark.skipif(DATA_DIR is None, reason="EKYC_DATA_DIR is not set (shared face images)")
+
+
+def packaged_face_path() -> Path:
+    """A real portrait that ships with matplotlib (public domain): the data-free fallback."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def face_path() -> Path:
+    """A photo with one clear, frontal face: shared data when present, else the packaged one."""
+    if DATA_DIR is not None:
+        return DATA_DIR / "faces" / "photos" / "obama.jpg"
+    return packaged_face_path()
+
+
+@pytest.fixture(scope="session")
+def face_jpeg(face_path) -> bytes:
+    return face_path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def face_rgb(face_jpeg) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(face_jpeg)).convert("RGB"))
+
+
+def encode(rgb: np.ndarray, fmt: str = "JPEG", **params) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def flat_image(value: int = 128, size=(480, 640)) -> bytes:
+    return encode(np.full((*size, 3), value, dtype=np.uint8), "PNG")
+
+
+def manifest_rows(split: str) -> list[dict]:
+    """Rows of the shared manifest whose subject is in ``split`` of the committed split file."""
+    subjects = set(json.loads(SPLIT_FILE.read_text())["subjects"][split])
+    with open(DATA_DIR / "manifest.csv", newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["subject"] in subjects]
+
+
+def start_server(**overrides):
+    """A real ekyc-server on 127.0.0.1 port 0 with the bundled model, loaded and SERVING."""
+    sections: dict = {"server": {"host": "127.0.0.1", "port": 0}}
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        sections.setdefault(section, {})[key] = value
+    config = load_config(None, sections)
+    server, port = create_server(config)
+    server.load()
+    return server, port
+
+
+@pytest.fixture(scope="session")
+def server():
+    server, port = start_server()
+    yield server
+    server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def target(server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture()
+def client(target):
+    with LivenessClient(target, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    return DEFAULT_MODEL
+
+
+class ServerProcess:
+    """``ekyc-server`` as a child process on a free loopback port; the port is read from its log."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import subprocess
+        import sys
+
+        command = [str(Path(sys.executable).parent / "ekyc-server"), "--host", "127.0.0.1", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.port = 0
+        self.log: list[dict] = []
+
+    def wait_serving(self, timeout: float = 60.0) -> "ServerProcess":
+        """Read JSON log lines until 'serving'; fail if the process ends first."""
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
+            if not ready:
+                if self.process.poll() is not None:
+                    break
+                continue
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            entry = json.loads(line)
+            self.log.append(entry)
+            if entry["event"] == "listening":
+                self.port = entry["port"]
+            if entry["event"] == "serving":
+                return self
+        raise AssertionError(f"server did not start: {self.process.stderr.read() if self.process.poll() is not None else 'timeout'}")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def rest_of_log(self, timeout: float = 30.0) -> list[dict]:
+        out, _ = self.process.communicate(timeout=timeout)
+        self.log.extend(json.loads(line) for line in out.splitlines() if line.strip())
+        return self.log
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream:
+                stream.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def darken(rgb: np.ndarray) -> np.ndarray:
+    """Underexpose by ~2.3 stops: a face that was fine becomes TOO_DARK."""
+    return (rgb.astype(np.float32) * 0.2).astype(np.uint8)

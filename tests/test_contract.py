@@ -1,0 +1,84 @@
+"""The proto contract: buf lint, generated code up to date, runtime versions compatible."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ekyc.v1 import liveness_pb2, liveness_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATED = ROOT / "client" / "generated"
+
+
+def _tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed; `make test` installs it"
+    return found
+
+
+def test_buf_lint_passes():
+    result = subprocess.run([_tool("buf"), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_lint_catches_a_violation(tmp_path):
+    """The lint configuration is live: a service without the Service suffix fails."""
+    (tmp_path / "protos" / "ekyc" / "v1").mkdir(parents=True)
+    (tmp_path / "buf.yaml").write_text((ROOT / "buf.yaml").read_text())
+    (tmp_path / "protos" / "ekyc" / "v1" / "bad.proto").write_text(
+        'syntax = "proto3";\npackage ekyc.v1;\nmessage Ping {}\nservice Liveness { rpc Go(Ping) returns (Ping); }\n'
+    )
+    result = subprocess.run([_tool("buf"), "lint"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "SERVICE_SUFFIX" in result.stdout + result.stderr or "Service" in result.stdout
+
+
+def test_generated_code_is_fresh(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from generate_protos import generate
+    finally:
+        sys.path.pop(0)
+    fresh = generate(tmp_path)
+    assert fresh, "protoc wrote nothing"
+    for path in fresh:
+        relative = path.relative_to(tmp_path)
+        committed = GENERATED / relative
+        assert committed.exists(), f"{relative} is not committed; run `make protos`"
+        assert committed.read_bytes() == path.read_bytes(), f"{relative} is stale; run `make protos`"
+
+
+def test_grpcio_is_at_least_the_generating_version():
+    generated = tuple(int(p) for p in liveness_pb2_grpc.GRPC_GENERATED_VERSION.split("."))
+    installed = tuple(int(p) for p in importlib.metadata.version("grpcio").split(".")[:3])
+    assert installed >= generated
+    requirement = next(
+        r for r in importlib.metadata.requires("ekyc") if r.startswith("grpcio>=")
+    )
+    pinned = tuple(int(p) for p in requirement.split(">=")[1].split(".")[:3])
+    assert pinned >= generated, f"pyproject pins {requirement}, stubs need {generated}"
+
+
+@pytest.mark.parametrize(
+    "name", ["NO_FACE", "MULTIPLE_FACES", "FACE_TOO_SMALL", "TOO_DARK", "TOO_BRIGHT", "BLURRY"]
+)
+def test_every_gate_reason_is_in_the_proto_enum(name):
+    from ekyc.quality.gate import QualityReason
+
+    assert liveness_pb2.QualityReason.Value(f"QUALITY_REASON_{name}") > 0
+    assert QualityReason(name).value == name
+
+
+def test_service_has_the_three_rpcs():
+    service = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
+    methods = {m.name: m for m in service.methods}
+    assert set(methods) == {"CheckQuality", "Verify", "VerifyStream"}
+    stream = methods["VerifyStream"]
+    assert stream.client_streaming and stream.server_streaming
