@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ekyc.server.compute import ComputePool
 from ekyc.server.config import Config, ConfigError, load_config
 from ekyc.server.logs import configure as configure_logging
 from ekyc.server.logs import log_event
@@ -36,7 +37,8 @@ class LivenessServer:
 
     def __init__(self, config: Config):
         self.config = config
-        self.servicer = LivenessServicer()
+        self.compute = ComputePool(config.compute.threads, config.compute.queue_size)
+        self.servicer = LivenessServicer(self.compute, config.compute.stream_window)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -44,9 +46,11 @@ class LivenessServer:
             # A second server on the same port must fail, not silently share it.
             ("grpc.so_reuseport", 0),
         ]
+        # RPC threads mostly wait on the compute pool; gRPC itself refuses RPCs beyond the limit.
         self.grpc_server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.server.max_workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.server.max_concurrent_rpcs, thread_name_prefix="rpc"),
             options=options,
+            maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
         )
         liveness_pb2_grpc.add_LivenessServiceServicer_to_server(self.servicer, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -87,6 +91,7 @@ class LivenessServer:
             port=self.port,
             model_version=pipeline.model_version,
             threshold=pipeline.threshold,
+            compute_threads=self.config.compute.threads,
             load_s=round(time.perf_counter() - started, 3),
         )
 
@@ -99,6 +104,7 @@ class LivenessServer:
         if drain > 0:
             time.sleep(drain)
         self.grpc_server.stop(grace).wait()
+        self.compute.shutdown()
         pipeline, self.servicer.pipeline = self.servicer.pipeline, None
         if pipeline is not None:
             pipeline.close()
@@ -142,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     parser.add_argument("--model", help="ONNX liveness model (default: the bundled models/liveness.onnx)")
     parser.add_argument("--config", help="TOML file overriding server/default.toml (or EKYC_CONFIG)")
-    parser.add_argument("--workers", type=int, dest="max_workers", help="RPC worker threads")
+    parser.add_argument("--threads", type=int, help="compute threads (default: one per available CPU)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     config_path = args.config or os.environ.get("EKYC_CONFIG")
     overrides = {
-        "server": {"host": args.host, "port": args.port, "max_workers": args.max_workers},
+        "server": {"host": args.host, "port": args.port},
+        "compute": {"threads": args.threads},
         "model": {"path": args.model},
     }
     try:

@@ -22,15 +22,37 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (ECS, Docker)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str
     port: int
-    max_workers: int
+    max_concurrent_rpcs: int
     max_message_bytes: int
     shutdown_drain_s: float
     shutdown_grace_s: float
     reflection: bool
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    threads: int
+    queue_size: int
+    stream_window: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,7 @@ class QualitySettings:
 @dataclass(frozen=True)
 class Config:
     server: ServerSettings
+    compute: ComputeSettings
     model: ModelSettings
     detector: DetectorSettings
     quality: QualitySettings
@@ -135,12 +158,15 @@ def _build(data: dict) -> Config:
         server = ServerSettings(
             host=str(data["server"]["host"]),
             port=int(data["server"]["port"]),
-            max_workers=int(data["server"]["max_workers"]),
+            max_concurrent_rpcs=int(data["server"]["max_concurrent_rpcs"]),
             max_message_bytes=int(data["server"]["max_message_bytes"]),
             shutdown_drain_s=float(data["server"]["shutdown_drain_s"]),
             shutdown_grace_s=float(data["server"]["shutdown_grace_s"]),
             reflection=bool(data["server"]["reflection"]),
         )
+        threads = int(data["compute"]["threads"]) or available_cpus()
+        window = int(data["compute"]["stream_window"]) or 2 * threads
+        compute = ComputeSettings(threads, int(data["compute"]["queue_size"]), window)
         model = ModelSettings(
             path=str(data["model"]["path"]),
             threshold=float(data["model"]["threshold"]),
@@ -155,14 +181,17 @@ def _build(data: dict) -> Config:
         quality = QualitySettings(max_pixels, QualityThresholds.from_dict(quality_values))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration value: {exc}") from None
-    _validate(server, model, detector, quality)
-    return Config(server, model, detector, quality)
+    _validate(server, compute, model, detector, quality)
+    return Config(server, compute, model, detector, quality)
 
 
-def _validate(server, model, detector, quality) -> None:
+def _validate(server, compute, model, detector, quality) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
-        (server.max_workers >= 1, "server.max_workers must be at least 1"),
+        (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
+        (compute.threads >= 1, "compute.threads must be at least 1 (0 means one per CPU)"),
+        (compute.queue_size >= 0, "compute.queue_size must not be negative"),
+        (compute.stream_window >= 1, "compute.stream_window must be at least 1 (0 means 2 x threads)"),
         (server.max_message_bytes >= 1024, "server.max_message_bytes must be at least 1024"),
         (server.shutdown_grace_s >= 0, "server.shutdown_grace_s must not be negative"),
         (server.shutdown_drain_s >= 0, "server.shutdown_drain_s must not be negative"),

@@ -35,7 +35,7 @@ class LivenessPipeline:
         self.threshold = resolve_threshold(config.model.threshold, self.model.metadata)
         self.detectors = FaceDetectorPool(
             FaceDetectorOptions(config.detector_path, config.detector.min_confidence),
-            size=config.server.max_workers,
+            size=config.compute.threads,
         )
 
     @property
@@ -46,7 +46,7 @@ class LivenessPipeline:
         """Run every stage once so that the first request pays no lazy initialisation."""
         self.model.warm_up()
         blank = np.full((240, 320, 3), 128, dtype=np.uint8)
-        for _ in range(self.config.server.max_workers):
+        for _ in range(self.config.compute.threads):
             self.detectors.detect(blank)
 
     def check_quality(self, image: bytes) -> QualityResult:

@@ -1,26 +1,31 @@
 """The LivenessService servicer: each RPC unpacks the proto, calls the pipeline, packs the reply.
 
 Domain errors become gRPC status codes in one place, ``status_for``; clients never see a
-stack trace.
+stack trace. All image work runs on the shared ComputePool.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import queue
+import threading
 import time
+from concurrent.futures import Future
 from typing import Callable, Iterator
 
 import grpc
 
 from ekyc.quality.errors import EkycError, InvalidImageError
 from ekyc.quality.gate import QualityResult
+from ekyc.server.compute import ComputePool, DeadlineExpiredError, OverloadedError
 from ekyc.server.logs import log_event
 from ekyc.server.pipeline import LivenessPipeline, Verdict
 from ekyc.v1 import liveness_pb2 as pb
 from ekyc.v1 import liveness_pb2_grpc
 
 MAX_REQUEST_ID_LENGTH = 128
+_POLL_S = 0.2
 
 
 class ServiceNotReadyError(EkycError):
@@ -31,10 +36,14 @@ class InvalidRequestError(EkycError):
     """A request field other than the image is unusable."""
 
 
-def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status code and client-facing message for an exception."""
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and client-facing message for an exception: the one mapping."""
     if isinstance(error, (InvalidImageError, InvalidRequestError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, OverloadedError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, DeadlineExpiredError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
     if isinstance(error, ServiceNotReadyError):
         return grpc.StatusCode.UNAVAILABLE, str(error)
     return grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
@@ -84,6 +93,11 @@ def _check_request_id(request_id: str) -> None:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters")
 
 
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 def _unary(method: str) -> Callable:
     """Time, log and map errors of a unary RPC handler."""
 
@@ -96,7 +110,8 @@ def _unary(method: str) -> Callable:
                 response, extra = handler(self, request, context)
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 code, message = status_for(error)
-                _log_rpc(started, code, {**fields, "error": message}, error if code == grpc.StatusCode.INTERNAL else None)
+                internal = error if code == grpc.StatusCode.INTERNAL else None
+                _log_rpc(started, code, {**fields, "error": message}, internal)
                 context.abort(code, message)
             _log_rpc(started, grpc.StatusCode.OK, {**fields, **extra})
             return response
@@ -106,7 +121,7 @@ def _unary(method: str) -> Callable:
     return wrap
 
 
-def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: Exception | None = None) -> None:
+def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: BaseException | None = None) -> None:
     latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     log_event(
         "rpc",
@@ -121,7 +136,9 @@ def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: Excepti
 class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     """Thin adapter from the gRPC contract to a LivenessPipeline (None while loading)."""
 
-    def __init__(self, pipeline: LivenessPipeline | None = None):
+    def __init__(self, compute: ComputePool, stream_window: int, pipeline: LivenessPipeline | None = None):
+        self.compute = compute
+        self.stream_window = max(1, stream_window)
         self.pipeline = pipeline
 
     def _pipeline(self) -> LivenessPipeline:
@@ -132,51 +149,152 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     @_unary("CheckQuality")
     def CheckQuality(self, request: pb.CheckQualityRequest, context):
         _check_request_id(request.request_id)
-        result = self._pipeline().check_quality(request.image)
+        pipeline = self._pipeline()
+        result = self.compute.run(pipeline.check_quality, request.image, deadline=_deadline(context))
         response = pb.CheckQualityResponse(quality=quality_report(result), request_id=request.request_id)
-        return response, {"decision": "passed" if result.passed else "quality_failed",
-                          "reasons": [r.value for r in result.reasons]}
+        return response, {
+            "decision": "passed" if result.passed else "quality_failed",
+            "reasons": [r.value for r in result.reasons],
+        }
 
     @_unary("Verify")
     def Verify(self, request: pb.VerifyRequest, context):
-        response = self._verify(request)
+        _check_request_id(request.request_id)
+        pipeline = self._pipeline()
+        verdict = self.compute.run(pipeline.verify, request.image, _quality_enabled(request), deadline=_deadline(context))
+        response = verify_response(verdict, request.request_id)
         return response, _verify_fields(response)
 
-    def VerifyStream(self, request_iterator: Iterator[pb.VerifyStreamRequest], context) -> Iterator[pb.VerifyStreamResponse]:
+    def VerifyStream(
+        self, request_iterator: Iterator[pb.VerifyStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.VerifyStreamResponse]:
+        """Items run in parallel on the compute pool, at most ``stream_window`` at once, and are
+        answered in request order. A reader thread admits items only while the window has room,
+        so a flood of requests or a client that stops reading holds at most a window of images."""
         started = time.perf_counter()
         counts: dict[str, int] = {}
-        fields: dict = {"method": "VerifyStream"}
         try:
-            for item in request_iterator:
+            pipeline = self._pipeline()
+        except ServiceNotReadyError as error:
+            code, message = status_for(error)
+            _log_rpc(started, code, {"method": "VerifyStream", "error": message})
+            context.abort(code, message)
+        # ``window`` counts items admitted and not yet answered: the reader takes a permit
+        # before reading the next request, the writer returns it once the answer is built.
+        window = threading.BoundedSemaphore(self.stream_window)
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        stop = threading.Event()
+        context.add_callback(stop.set)
+        reader = threading.Thread(
+            target=self._admit_items, args=(request_iterator, pipeline, pending, window, stop, context),
+            daemon=True, name="stream-reader",
+        )
+        reader.start()
+        try:
+            while True:
+                item = _get(pending, stop)
+                if item is None:
+                    break
+                request_id, outcome = item
+                response = self._stream_response(request_id, outcome, stop)
+                window.release()
+                if response is None:
+                    break
+                kind = decision_of(response.result) if response.HasField("result") else "error"
+                counts[kind] = counts.get(kind, 0) + 1
+                yield response
+        finally:
+            stop.set()
+            _cancel_pending(pending)
+            code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+            _log_rpc(started, code, {"method": "VerifyStream", "items": counts, "model_version": pipeline.model_version})
+
+    def _admit_items(self, request_iterator, pipeline, pending, window, stop: threading.Event, context) -> None:
+        """Reader thread: take a window permit, read one request, submit it to the pool and
+        queue (request_id, future or error) for the writer."""
+        try:
+            while _acquire(window, stop):
+                try:
+                    item = next(request_iterator)
+                except StopIteration:
+                    window.release()
+                    return
                 request = item.request
                 request_id = request.request_id[:MAX_REQUEST_ID_LENGTH]
+                outcome: Future | EkycError
                 try:
-                    response = self._verify(request)
+                    _check_request_id(request.request_id)
+                    outcome = self._submit_waiting(pipeline, request, stop, _deadline(context))
                 except EkycError as error:
-                    code, message = status_for(error)
-                    counts["error"] = counts.get("error", 0) + 1
-                    yield pb.VerifyStreamResponse(
-                        request_id=request_id, error=pb.ItemError(code=code.value[0], message=message)
-                    )
-                    continue
-                decision = decision_of(response)
-                counts[decision] = counts.get(decision, 0) + 1
-                yield pb.VerifyStreamResponse(request_id=request_id, result=response)
-        except Exception as error:  # noqa: BLE001
-            code, message = status_for(error)
-            _log_rpc(started, code, {**fields, "items": counts}, error if code == grpc.StatusCode.INTERNAL else None)
-            context.abort(code, message)
-        code = grpc.StatusCode.CANCELLED if not context.is_active() else grpc.StatusCode.OK
-        _log_rpc(started, code, {**fields, "items": counts, "model_version": self._version()})
+                    outcome = error
+                if outcome is None:
+                    return
+                pending.put((request_id, outcome))
+        except Exception:  # noqa: BLE001 - the client went away mid-stream; nothing to answer
+            stop.set()
+        finally:
+            pending.put(None)
 
-    def _verify(self, request: pb.VerifyRequest) -> pb.VerifyResponse:
-        _check_request_id(request.request_id)
-        enable = request.enable_quality_checks if request.HasField("enable_quality_checks") else True
-        verdict = self._pipeline().verify(request.image, enable_quality_checks=enable)
-        return verify_response(verdict, request.request_id)
+    def _submit_waiting(self, pipeline, request, stop: threading.Event, deadline):
+        """Wait for a pool place (backpressure), giving up when the stream ends."""
+        while not stop.is_set():
+            try:
+                return self.compute.submit(
+                    pipeline.verify, request.image, _quality_enabled(request), deadline=deadline, wait=_POLL_S
+                )
+            except OverloadedError:
+                continue
+        return None
 
-    def _version(self) -> str:
-        return self.pipeline.model_version if self.pipeline is not None else ""
+    @staticmethod
+    def _stream_response(request_id: str, outcome, stop: threading.Event) -> pb.VerifyStreamResponse | None:
+        if isinstance(outcome, Future):
+            while True:
+                try:
+                    verdict = outcome.result(timeout=_POLL_S)
+                    return pb.VerifyStreamResponse(request_id=request_id, result=verify_response(verdict, request_id))
+                except TimeoutError:
+                    if stop.is_set():
+                        outcome.cancel()
+                        return None
+                except Exception as error:  # noqa: BLE001 - mapped to this item's error
+                    outcome = error
+                    break
+        code, message = status_for(outcome)
+        if code == grpc.StatusCode.INTERNAL:
+            log_event("stream_item_failed", level=logging.ERROR, request_id=request_id,
+                      exc_info=(type(outcome), outcome, outcome.__traceback__))
+        return pb.VerifyStreamResponse(request_id=request_id, error=pb.ItemError(code=code.value[0], message=message))
+
+
+def _quality_enabled(request: pb.VerifyRequest) -> bool:
+    return request.enable_quality_checks if request.HasField("enable_quality_checks") else True
+
+
+def _get(pending, stop: threading.Event):
+    while True:
+        try:
+            return pending.get(timeout=_POLL_S)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
+def _acquire(window: threading.BoundedSemaphore, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        if window.acquire(timeout=_POLL_S):
+            return True
+    return False
+
+
+def _cancel_pending(pending) -> None:
+    while True:
+        try:
+            item = pending.get_nowait()
+        except queue.Empty:
+            return
+        if item is not None and isinstance(item[1], Future):
+            item[1].cancel()
 
 
 def _verify_fields(response: pb.VerifyResponse) -> dict:
