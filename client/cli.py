@@ -2,16 +2,20 @@
 
 Exit codes: 0 every image live (check-quality: every image passed; health: SERVING),
 2 any spoof, 3 any quality failure and no spoof, 1 any error (unreadable file,
-server unreachable, RPC error, bad usage). An error outranks the other outcomes.
+server unreachable, RPC error, bad usage), 130 interrupted. An error outranks the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
+import threading
+from collections import Counter
 from pathlib import Path
+from typing import Iterable, Iterator, TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -23,6 +27,12 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_SPOOF = 2
 EXIT_QUALITY = 3
+EXIT_INTERRUPTED = 130
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+CSV_COLUMNS = (
+    "path", "status", "is_live", "liveness_score", "confidence", "threshold", "model_version",
+    "quality_passed", "reasons", "error_code", "error_message",
+)
 
 # Codes that mean the server, not this image, is the problem: stop instead of failing every image.
 _FATAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
@@ -46,14 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per RPC (default 30)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     verify = commands.add_parser("verify", help="quality gate + liveness decision for each image")
-    verify.add_argument("images", nargs="+", metavar="IMG")
+    verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
     verify.add_argument("--no-quality", action="store_true", help="skip the quality gate")
-    verify.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    verify.add_argument("--stream", action="store_true", help="one VerifyStream for all images (fast batch)")
+    _output_options(verify)
     quality = commands.add_parser("check-quality", help="quality gate only, for each image")
-    quality.add_argument("images", nargs="+", metavar="IMG")
-    quality.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    quality.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
+    _output_options(quality)
     commands.add_parser("health", help="print the server's health status")
     return parser
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument(
+        "--output", type=Path, help="write results to FILE: CSV if it ends in .csv, else JSON lines"
+    )
+    parser.add_argument(
+        "--progress", choices=("auto", "on", "off"), default="auto",
+        help="progress bar on stderr (auto: only on a terminal)",
+    )
 
 
 def to_json(message, **extra) -> str:
@@ -63,13 +85,13 @@ def to_json(message, **extra) -> str:
     return json.dumps({**extra, **data})
 
 
-def _reasons(report: pb.QualityReport) -> str:
-    return ", ".join(pb.QualityReason.Name(r).removeprefix("QUALITY_REASON_") for r in report.reasons)
+def reason_names(report: pb.QualityReport) -> list[str]:
+    return [pb.QualityReason.Name(r).removeprefix("QUALITY_REASON_") for r in report.reasons]
 
 
 def describe_verify(response: pb.VerifyResponse) -> str:
     if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
-        return f"QUALITY_FAILED ({_reasons(response.quality)})"
+        return f"QUALITY_FAILED ({', '.join(reason_names(response.quality))})"
     verdict = "LIVE" if response.is_live else "SPOOF"
     return (
         f"{verdict} (spoof score {response.liveness_score:.3f}, threshold {response.threshold:.3f},"
@@ -80,60 +102,198 @@ def describe_verify(response: pb.VerifyResponse) -> str:
 def describe_quality(response: pb.CheckQualityResponse) -> str:
     report = response.quality
     scores = report.scores
-    head = "PASSED" if report.passed else f"FAILED ({_reasons(report)})"
+    head = "PASSED" if report.passed else f"FAILED ({', '.join(reason_names(report))})"
     return (
         f"{head} brightness {scores.brightness:.0f}, sharpness {scores.sharpness:.0f},"
         f" faces {scores.face_count}, face coverage {scores.face_coverage:.2f}"
     )
 
 
-def outcome_of(command: str, response) -> int:
-    if command == "verify":
+def outcome_of(response) -> str:
+    """live, spoof, quality_failed or passed."""
+    if isinstance(response, pb.VerifyResponse):
         if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
-            return EXIT_QUALITY
-        return EXIT_OK if response.is_live else EXIT_SPOOF
-    return EXIT_OK if response.quality.passed else EXIT_QUALITY
+            return "quality_failed"
+        return "live" if response.is_live else "spoof"
+    return "passed" if response.quality.passed else "quality_failed"
 
 
-def combine(codes: list[int]) -> int:
-    for code in (EXIT_ERROR, EXIT_SPOOF, EXIT_QUALITY):
-        if code in codes:
-            return code
+def exit_code(counts: Counter) -> int:
+    if counts["error"]:
+        return EXIT_ERROR
+    if counts["spoof"]:
+        return EXIT_SPOOF
+    if counts["quality_failed"]:
+        return EXIT_QUALITY
     return EXIT_OK
 
 
-def _error(path: str, message: str, as_json: bool, code: str = "") -> None:
-    print(f"ekyc-client: {path}: {message}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"path": path, "error": {"code": code or "CLIENT_ERROR", "message": message}}))
+def expand_paths(arguments: Iterable[str]) -> Iterator[str]:
+    """Files as given; folders walked (sorted) for JPEG/PNG files."""
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                    yield str(child)
+        else:
+            yield argument
 
 
-def run_images(client: LivenessClient, args) -> int:
-    codes: list[int] = []
-    for path in args.images:
+class ResultWriter:
+    """Writes each result as it arrives (human, JSON lines or CSV), flushing so that an
+    interrupted run keeps everything written so far, and tallies the summary."""
+
+    def __init__(self, args, total: int):
+        self.counts: Counter = Counter()
+        self.reasons: Counter = Counter()
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        self._csv = None
+        self._json = args.json
+        if args.output:
+            self._file = open(args.output, "w", newline="", encoding="utf-8")
+            if args.output.suffix.lower() == ".csv":
+                self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
+                self._csv.writeheader()
+        self._progress = _progress_bar(args.progress, total)
+
+    def result(self, path: str, response) -> None:
+        outcome = outcome_of(response)
+        report = response.quality
+        with self._lock:
+            self.counts[outcome] += 1
+            self.reasons.update(reason_names(report))
+            if self._csv is not None:
+                self._csv.writerow(_csv_row(path, response))
+            elif self._file is not None:
+                self._file.write(to_json(response, path=path) + "\n")
+            elif self._json:
+                print(to_json(response, path=path), flush=True)
+            else:
+                line = describe_verify(response) if isinstance(response, pb.VerifyResponse) else describe_quality(response)
+                print(f"{path}: {line}", flush=True)
+            self._advance()
+
+    def error(self, path: str, message: str, code: str = "") -> None:
+        with self._lock:
+            self.counts["error"] += 1
+            self._write_stderr(f"ekyc-client: {path}: {message}")
+            record = {"path": path, "error": {"code": code or "CLIENT_ERROR", "message": message}}
+            if self._csv is not None:
+                self._csv.writerow({"path": path, "error_code": record["error"]["code"], "error_message": message})
+            elif self._file is not None:
+                self._file.write(json.dumps(record) + "\n")
+            elif self._json:
+                print(json.dumps(record), flush=True)
+            self._advance()
+
+    def _advance(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+        if self._progress is not None:
+            self._progress.update(1)
+
+    def _write_stderr(self, line: str) -> None:
+        if self._progress is not None:
+            self._progress.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        parts = [f"{name} {self.counts[name]}" for name in ("live", "spoof", "passed", "quality_failed", "error") if self.counts[name]]
+        text = f"summary: {sum(self.counts.values())} images: " + (", ".join(parts) or "none")
+        if self.reasons:
+            text += "; reasons: " + ", ".join(f"{name} {count}" for name, count in sorted(self.reasons.items()))
+        return text
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _progress_bar(mode: str, total: int):
+    enabled = mode == "on" or (mode == "auto" and sys.stderr.isatty())
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def _csv_row(path: str, response) -> dict:
+    row = {"path": path, "quality_passed": response.quality.passed, "reasons": ";".join(reason_names(response.quality))}
+    if isinstance(response, pb.VerifyResponse):
+        row.update(
+            status=pb.VerifyStatus.Name(response.status).removeprefix("VERIFY_STATUS_"),
+            is_live=response.is_live,
+            liveness_score=f"{response.liveness_score:.6f}",
+            confidence=f"{response.confidence:.6f}",
+            threshold=f"{response.threshold:.6f}",
+            model_version=response.model_version,
+        )
+    else:
+        row["status"] = "PASSED" if response.quality.passed else "QUALITY_FAILED"
+    return row
+
+
+class _ServerUnavailable(Exception):
+    pass
+
+
+def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWriter) -> None:
+    for path in paths:
         try:
             image = Path(path).read_bytes()
         except OSError as exc:
-            _error(path, f"cannot read file: {exc.strerror or exc}", args.json)
-            codes.append(EXIT_ERROR)
+            writer.error(path, f"cannot read file: {exc.strerror or exc}")
             continue
         try:
             if args.command == "verify":
                 response = client.verify(image, enable_quality_checks=not args.no_quality, request_id=Path(path).name)
-                line = describe_verify(response)
             else:
                 response = client.check_quality(image, request_id=Path(path).name)
-                line = describe_quality(response)
         except LivenessError as exc:
-            _error(path, f"{exc.code.name}: {exc.details}", args.json, exc.code.name)
-            codes.append(EXIT_ERROR)
+            writer.error(path, f"{exc.code.name}: {exc.details}", exc.code.name)
             if exc.code in _FATAL_CODES:
-                print(f"ekyc-client: stopping: server {args.server} is unavailable", file=sys.stderr)
-                return EXIT_ERROR
+                raise _ServerUnavailable() from None
             continue
-        print(to_json(response, path=path) if args.json else f"{path}: {line}", flush=True)
-        codes.append(outcome_of(args.command, response))
-    return combine(codes)
+        writer.result(path, response)
+
+
+def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWriter) -> None:
+    """One VerifyStream; files are read lazily as gRPC pulls requests (in order)."""
+
+    def requests() -> Iterator[pb.VerifyRequest]:
+        for index, path in enumerate(paths):
+            try:
+                image = Path(path).read_bytes()
+            except OSError as exc:
+                writer.error(path, f"cannot read file: {exc.strerror or exc}")
+                continue
+            yield pb.VerifyRequest(image=image, enable_quality_checks=not args.no_quality, request_id=str(index))
+
+    try:
+        for response in client.verify_stream(requests()):
+            path = paths[int(response.request_id)]
+            if response.HasField("error"):
+                code = grpc.StatusCode.__members__.get(_code_name(response.error.code), grpc.StatusCode.UNKNOWN)
+                writer.error(path, f"{code.name}: {response.error.message}", code.name)
+            else:
+                writer.result(path, response.result)
+    except LivenessError as exc:
+        writer.error("(stream)", f"{exc.code.name}: {exc.details}", exc.code.name)
+        if exc.code in _FATAL_CODES:
+            raise _ServerUnavailable() from None
+
+
+def _code_name(number: int) -> str:
+    for code in grpc.StatusCode:
+        if code.value[0] == number:
+            return code.name
+    return "UNKNOWN"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,17 +301,47 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LivenessClient(args.server, timeout=args.timeout) as client:
             if args.command == "health":
-                try:
-                    status = client.health()
-                except LivenessError as exc:
-                    print(f"ekyc-client: health check failed: {exc}", file=sys.stderr)
-                    return EXIT_ERROR
-                print(status)
-                return EXIT_OK if status == "SERVING" else EXIT_ERROR
-            return run_images(client, args)
+                return _health(client)
+            paths = list(expand_paths(args.images))
+            if not paths:
+                print("ekyc-client: no JPEG or PNG files found", file=sys.stderr)
+                return EXIT_ERROR
+            try:
+                writer = ResultWriter(args, total=len(paths))
+            except OSError as exc:
+                print(f"ekyc-client: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+                return EXIT_ERROR
+            batch = args.output is not None or getattr(args, "stream", False)
+            try:
+                if getattr(args, "stream", False):
+                    run_stream(client, args, paths, writer)
+                else:
+                    run_unary(client, args, paths, writer)
+            except _ServerUnavailable:
+                writer.close()
+                print(f"ekyc-client: stopping: server {args.server} is unavailable", file=sys.stderr)
+                return EXIT_ERROR
+            except KeyboardInterrupt:
+                writer.close()
+                print(f"ekyc-client: interrupted; {writer.summary()}", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            writer.close()
+            if batch:
+                print(f"ekyc-client: {writer.summary()}", file=sys.stderr)
+            return exit_code(writer.counts)
     except KeyboardInterrupt:
         print("ekyc-client: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _health(client: LivenessClient) -> int:
+    try:
+        status = client.health()
+    except LivenessError as exc:
+        print(f"ekyc-client: health check failed: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(status)
+    return EXIT_OK if status == "SERVING" else EXIT_ERROR
 
 
 if __name__ == "__main__":
