@@ -1,0 +1,318 @@
+"""Throughput and latency of ekyc: the in-process pipeline (the limit) against the served paths.
+
+    python bench/bench.py                 # full run (make bench), prints one JSON object
+    python bench/bench.py --quick         # a few images, for the smoke test
+
+Images: NUAA webcam frames from $EKYC_DATA_DIR (640x480 JPEG as captured; 1280x720 made by
+cropping them to 16:9 and upscaling, re-encoded at JPEG quality 90), or, without the data,
+matplotlib's packaged portrait resized to those sizes.
+
+The load client runs in this process, the server in its own. On a 2-core machine the client
+cannot be pinned away from the server's cores, so its CPU time is measured and reported
+(`client_cpu_ms_per_image`) next to the server's, instead of being hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
+
+
+def load_images(count: int, size: tuple[int, int]) -> list[bytes]:
+    """``count`` JPEGs of ``size`` made from real face images."""
+    width, height = size
+    data_dir = os.environ.get("EKYC_DATA_DIR")
+    sources: list[Path] = []
+    if data_dir:
+        with open(Path(data_dir) / "manifest.csv", newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r["source"] == "nuaa" and r["label"] == "live"]
+        step = max(1, len(rows) // count)
+        sources = [Path(data_dir) / r["path"] for r in rows[::step][:count]]
+    if not sources:
+        import matplotlib.cbook
+
+        sources = [Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+    images = []
+    for index in range(count):
+        path = sources[index % len(sources)]
+        if path.suffix.lower() in (".jpg", ".jpeg") and Image.open(path).size == size:
+            images.append(path.read_bytes())
+            continue
+        image = Image.open(path).convert("RGB")
+        image = _crop_to_aspect(image, width / height).resize(size, Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def _crop_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
+    width, height = image.size
+    if width / height > aspect:
+        new_width = int(height * aspect)
+        left = (width - new_width) // 2
+        return image.crop((left, 0, left + new_width, height))
+    new_height = int(width / aspect)
+    top = (height - new_height) // 2
+    return image.crop((0, top, width, top + new_height))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def stage_breakdown(pipeline, images: list[bytes]) -> dict:
+    """Milliseconds per image of each stage, one image at a time on one thread."""
+    from ekyc.quality.decode import decode_image
+    from ekyc.quality.faces import crop_face
+    from ekyc.quality.gate import assess_quality
+
+    times = {"decode": [], "detect": [], "quality": [], "crop": [], "model": []}
+    config = pipeline.config
+    for image in images:
+        t0 = time.perf_counter()
+        rgb = decode_image(image, config.quality.max_image_pixels)
+        t1 = time.perf_counter()
+        faces = pipeline.detectors.detect(rgb)
+        t2 = time.perf_counter()
+        result = assess_quality(rgb, faces, config.quality.thresholds)
+        t3 = time.perf_counter()
+        if result.face is None:
+            continue
+        crop = crop_face(rgb, result.face, pipeline.model.crop_rule)
+        t4 = time.perf_counter()
+        pipeline.model.score(crop[None])
+        t5 = time.perf_counter()
+        for name, start, end in (("decode", t0, t1), ("detect", t1, t2), ("quality", t2, t3), ("crop", t3, t4), ("model", t4, t5)):
+            times[name].append((end - start) * 1000.0)
+    return {name: round(statistics.median(values), 3) for name, values in times.items() if values}
+
+
+def bench_pipeline(config, images: list[bytes], concurrency: int) -> dict:
+    """The limit: the server's own pipeline and compute pool, no gRPC."""
+    from ekyc.server.compute import ComputePool
+    from ekyc.server.pipeline import LivenessPipeline
+
+    with LivenessPipeline(config) as pipeline:
+        pipeline.warm_up()
+        stages = stage_breakdown(pipeline, images[: min(len(images), 50)])
+        pool = ComputePool(config.compute.threads, config.compute.queue_size)
+        try:
+            for image in images[:10]:
+                pool.run(pipeline.verify, image, True, wait=None)
+            latencies: list[float] = []
+
+            def one(image: bytes) -> None:
+                started = time.perf_counter()
+                pool.run(pipeline.verify, image, True, wait=None)
+                latencies.append((time.perf_counter() - started) * 1000.0)
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as callers:
+                list(callers.map(one, images))
+            elapsed = time.perf_counter() - started
+            sequential = []
+            for image in images[: min(len(images), 100)]:
+                t0 = time.perf_counter()
+                pool.run(pipeline.verify, image, True, wait=None)
+                sequential.append((time.perf_counter() - t0) * 1000.0)
+        finally:
+            pool.shutdown()
+    return {
+        "pipeline_images_per_s": round(len(images) / elapsed, 1),
+        "pipeline_p50_ms": round(percentile(latencies, 50), 2),
+        "pipeline_sequential_p50_ms": round(percentile(sequential, 50), 2),
+        "stages_ms": stages,
+    }
+
+
+class ServerProcess:
+    def __init__(self, args: list[str]):
+        self.started = time.perf_counter()
+        command = [str(Path(sys.executable).parent / "ekyc-server"), "--host", "127.0.0.1", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.port = 0
+        self.cold_start_s = float("nan")
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("ekyc-server exited during start-up")
+            entry = json.loads(line)
+            if entry["event"] == "listening":
+                self.port = entry["port"]
+            if entry["event"] == "serving":
+                break
+        from ekyc.client import LivenessClient
+
+        with LivenessClient(f"127.0.0.1:{self.port}", timeout=5) as client:
+            assert client.health() == "SERVING"
+        self.cold_start_s = time.perf_counter() - self.started
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for _ in self.process.stdout:
+            pass
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_unary(target: str, images: list[bytes], concurrency: int, server: ServerProcess) -> dict:
+    from ekyc.client import LivenessClient
+
+    latencies: list[float] = []
+    errors = 0
+    with LivenessClient(target, timeout=60) as client:
+        for image in images[:10]:
+            client.verify(image)
+
+        def one(image: bytes) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                client.verify(image)
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+                return
+            latencies.append((time.perf_counter() - started) * 1000.0)
+
+        cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as callers:
+            list(callers.map(one, images))
+        elapsed = time.perf_counter() - started
+        cpu_client, cpu_server = _client_cpu() - cpu_client, server.cpu_seconds() - cpu_server
+        sequential = []
+        for image in images[: min(len(images), 100)]:
+            t0 = time.perf_counter()
+            client.verify(image)
+            sequential.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "unary_images_per_s": round(len(images) / elapsed, 1),
+        "unary_p50_ms": round(percentile(latencies, 50), 2),
+        "unary_p99_ms": round(percentile(latencies, 99), 2),
+        "unary_sequential_p50_ms": round(percentile(sequential, 50), 2),
+        "unary_errors": errors,
+        "unary_client_cpu_ms_per_image": round(cpu_client * 1000.0 / len(images), 2),
+        "unary_server_cpu_ms_per_image": round(cpu_server * 1000.0 / len(images), 2),
+    }
+
+
+def bench_stream(target: str, images: list[bytes], items: int, server: ServerProcess) -> dict:
+    from ekyc.client import LivenessClient
+    from ekyc.v1 import liveness_pb2 as pb
+
+    requests = [pb.VerifyRequest(image=images[i % len(images)], request_id=str(i)) for i in range(items)]
+    with LivenessClient(target, timeout=600) as client:
+        cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
+        started = time.perf_counter()
+        received = sum(1 for response in client.verify_stream(iter(requests), timeout=600) if response.HasField("result"))
+        elapsed = time.perf_counter() - started
+        cpu_client, cpu_server = _client_cpu() - cpu_client, server.cpu_seconds() - cpu_server
+    return {
+        "stream_images_per_s": round(received / elapsed, 1),
+        "stream_items": items,
+        "stream_ok_items": received,
+        "stream_client_cpu_ms_per_image": round(cpu_client * 1000.0 / items, 2),
+        "stream_server_cpu_ms_per_image": round(cpu_server * 1000.0 / items, 2),
+    }
+
+
+def run(args) -> dict:
+    from ekyc.server.config import available_cpus, load_config
+
+    overrides = {"compute": {"threads": args.threads}} if args.threads else None
+    config = load_config(None, overrides)
+    result: dict = {
+        "cores": os.cpu_count(),
+        "available_cpus": available_cpus(),
+        "compute_threads": config.compute.threads,
+        "intra_op_threads": config.model.intra_op_threads,
+        "concurrency": args.concurrency,
+        "data": "EKYC_DATA_DIR" if os.environ.get("EKYC_DATA_DIR") else "packaged portrait",
+        "sizes": {},
+    }
+    server_args = ["--port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
+    for name in args.sizes:
+        images = load_images(args.images, SIZES[name])
+        entry = bench_pipeline(config, images, args.concurrency)
+        server = ServerProcess(server_args)
+        try:
+            server.wait_serving()
+            target = f"127.0.0.1:{server.port}"
+            entry.update(bench_unary(target, images, args.concurrency, server))
+            entry.update(bench_stream(target, images, args.stream_items, server))
+            entry["cold_start_s"] = round(server.cold_start_s, 2)
+            entry["server_rss_mb"] = round(server.rss_mb(), 1)
+        finally:
+            server.stop()
+        limit = entry["pipeline_images_per_s"]
+        entry["unary_vs_pipeline"] = round(entry["unary_images_per_s"] / limit, 3)
+        entry["stream_vs_pipeline"] = round(entry["stream_images_per_s"] / limit, 3)
+        entry["grpc_overhead_p50_ms"] = round(entry["unary_sequential_p50_ms"] - entry["pipeline_sequential_p50_ms"], 2)
+        result["sizes"][name] = entry
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=400, help="images per size (default 400)")
+    parser.add_argument("--stream-items", type=int, default=600, help="items in the VerifyStream run (default 600)")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent unary callers (default 4)")
+    parser.add_argument("--threads", type=int, default=0, help="server compute threads (default: one per CPU)")
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["640x480", "1280x720"])
+    parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.stream_items, args.concurrency, args.sizes = 12, 16, 2, ["640x480"]
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
