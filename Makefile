@@ -41,3 +41,6 @@ lint: setup-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+bench: setup-test
+	$(BIN)/python bench/bench.py

@@ -43,8 +43,9 @@ class LivenessServer:
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
             ("grpc.max_send_message_length", config.server.max_message_bytes),
-            # A second server on the same port must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
+            # A second server on the same port must fail, not silently share it; only the
+            # --workers processes of one ekyc-server share their port on purpose.
+            ("grpc.so_reuseport", 1 if config.server.workers > 1 else 0),
         ]
         # RPC threads mostly wait on the compute pool; gRPC itself refuses RPCs beyond the limit.
         self.grpc_server = grpc.server(
@@ -139,6 +140,55 @@ def serve(config: Config) -> None:
     server.stop(drain=config.server.shutdown_drain_s)
 
 
+def serve_workers(config: Config) -> int:
+    """Fork ``workers`` server processes sharing the port (SO_REUSEPORT) before gRPC starts.
+
+    The parent only supervises: it forwards SIGTERM/SIGINT, and when one worker fails it
+    stops the others. Exit status: 0 when every worker exited 0, else the first failure's.
+    """
+    children: list[int] = []
+    for index in range(config.server.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                log_event("worker_started", worker=index, pid=os.getpid())
+                serve(config)
+            except (ConfigError, StartupError) as exc:
+                log_event("startup_failed", worker=index, error=str(exc))
+                print(f"ekyc-server: error: {exc}", file=sys.stderr)
+                code = 2
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum, _frame):
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    remaining = set(children)
+    while remaining:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        remaining.discard(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if code != 0 and status == 0:
+            status = code if code > 0 else 1
+            forward(signal.SIGTERM, None)
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ekyc-server",
@@ -148,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     parser.add_argument("--model", help="ONNX liveness model (default: the bundled models/liveness.onnx)")
     parser.add_argument("--config", help="TOML file overriding server/default.toml (or EKYC_CONFIG)")
-    parser.add_argument("--threads", type=int, help="compute threads (default: one per available CPU)")
+    parser.add_argument("--threads", type=int, help="compute threads per process (default: CPUs / workers)")
+    parser.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     return parser
 
@@ -158,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     config_path = args.config or os.environ.get("EKYC_CONFIG")
     overrides = {
-        "server": {"host": args.host, "port": args.port},
+        "server": {"host": args.host, "port": args.port, "workers": args.workers},
         "compute": {"threads": args.threads},
         "model": {"path": args.model},
     }
@@ -166,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(config_path, overrides)
         if config.model.path and not Path(config.model.path).is_file():
             raise StartupError(f"model file not found: {config.model.path}")
+        if config.server.workers > 1:
+            if config.server.port == 0:
+                raise StartupError("--workers needs a fixed --port: each worker would get its own port 0")
+            return serve_workers(config)
         serve(config)
     except (ConfigError, StartupError) as exc:
         log_event("startup_failed", error=str(exc))

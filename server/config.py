@@ -46,6 +46,7 @@ class ServerSettings:
     shutdown_drain_s: float
     shutdown_grace_s: float
     reflection: bool
+    workers: int
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,9 @@ def _build(data: dict) -> Config:
             shutdown_drain_s=float(data["server"]["shutdown_drain_s"]),
             shutdown_grace_s=float(data["server"]["shutdown_grace_s"]),
             reflection=bool(data["server"]["reflection"]),
+            workers=int(data["server"]["workers"]),
         )
-        threads = int(data["compute"]["threads"]) or available_cpus()
+        threads = int(data["compute"]["threads"]) or max(1, available_cpus() // max(1, server.workers))
         window = int(data["compute"]["stream_window"]) or 2 * threads
         compute = ComputeSettings(threads, int(data["compute"]["queue_size"]), window)
         model = ModelSettings(
@@ -189,6 +191,7 @@ def _validate(server, compute, model, detector, quality) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
+        (server.workers >= 1, "server.workers must be at least 1"),
         (compute.threads >= 1, "compute.threads must be at least 1 (0 means one per CPU)"),
         (compute.queue_size >= 0, "compute.queue_size must not be negative"),
         (compute.stream_window >= 1, "compute.stream_window must be at least 1 (0 means 2 x threads)"),

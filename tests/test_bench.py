@@ -1,0 +1,30 @@
+"""Smoke run of the benchmark script: it runs end to end and reports every figure (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_quick_reports_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report == json.loads(result.stdout)
+    assert report["cores"] >= 1 and report["compute_threads"] >= 1
+    entry = report["sizes"]["640x480"]
+    for key in (
+        "pipeline_images_per_s", "unary_images_per_s", "unary_p50_ms", "unary_p99_ms", "stream_images_per_s",
+        "cold_start_s", "server_rss_mb", "grpc_overhead_p50_ms",
+    ):
+        assert isinstance(entry[key], (int, float)) and entry[key] == entry[key], key  # a number, not NaN
+    assert set(entry["stages_ms"]) == {"decode", "detect", "quality", "crop", "model"}
+    assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"]
