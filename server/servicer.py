@@ -6,6 +6,7 @@ stack trace. All image work runs on the shared ComputePool.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import queue
@@ -50,16 +51,11 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def quality_report(result: QualityResult) -> pb.QualityReport:
+    """The proto QualityReport; every QualityScores field maps to the proto field of its name."""
     report = pb.QualityReport(
         passed=result.passed,
         reasons=[pb.QualityReason.Value(f"QUALITY_REASON_{reason.value}") for reason in result.reasons],
-        scores=pb.QualityScores(
-            brightness=result.scores.brightness,
-            sharpness=result.scores.sharpness,
-            face_coverage=result.scores.face_coverage,
-            face_count=result.scores.face_count,
-            face_confidence=result.scores.face_confidence,
-        ),
+        scores=pb.QualityScores(**dataclasses.asdict(result.scores)),
         image_width=result.image_width,
         image_height=result.image_height,
     )
@@ -79,7 +75,14 @@ def verify_response(verdict: Verdict, request_id: str) -> pb.VerifyResponse:
         model_version=verdict.model_version,
         quality=quality_report(verdict.quality),
         request_id=request_id,
+        decision=_decision(verdict),
     )
+
+
+def _decision(verdict: Verdict) -> int:
+    if verdict.quality_failed:
+        return pb.LIVENESS_DECISION_UNSPECIFIED
+    return pb.LIVENESS_DECISION_LIVE if verdict.is_live else pb.LIVENESS_DECISION_SPOOF
 
 
 def decision_of(response: pb.VerifyResponse) -> str:

@@ -40,6 +40,21 @@ def test_buf_lint_catches_a_violation(tmp_path):
     assert "SERVICE_SUFFIX" in result.stdout + result.stderr or "Service" in result.stdout
 
 
+def test_no_breaking_change_since_the_contract_was_first_committed():
+    """buf breaking (FILE rules) against the oldest commit of the proto that git can see."""
+    found = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "protos/ekyc/v1/liveness.proto"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    commits = found.stdout.split()
+    assert commits, "the proto is not in git history"
+    against = f".git#ref={commits[-1]}"
+    result = subprocess.run([_tool("buf"), "breaking", "--against", against], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_generated_code_is_fresh(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

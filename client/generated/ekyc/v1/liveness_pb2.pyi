@@ -16,12 +16,25 @@ class QualityReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUALITY_REASON_TOO_DARK: _ClassVar[QualityReason]
     QUALITY_REASON_TOO_BRIGHT: _ClassVar[QualityReason]
     QUALITY_REASON_BLURRY: _ClassVar[QualityReason]
+    QUALITY_REASON_LOW_RESOLUTION: _ClassVar[QualityReason]
+    QUALITY_REASON_LOW_CONTRAST: _ClassVar[QualityReason]
+    QUALITY_REASON_FACE_CUT_OFF: _ClassVar[QualityReason]
+    QUALITY_REASON_POSE_TOO_LARGE: _ClassVar[QualityReason]
+    QUALITY_REASON_EYES_CLOSED: _ClassVar[QualityReason]
+    QUALITY_REASON_EYES_OCCLUDED: _ClassVar[QualityReason]
 
 class VerifyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERIFY_STATUS_UNSPECIFIED: _ClassVar[VerifyStatus]
     VERIFY_STATUS_SUCCESS: _ClassVar[VerifyStatus]
     VERIFY_STATUS_QUALITY_FAILED: _ClassVar[VerifyStatus]
+
+class LivenessDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIVENESS_DECISION_UNSPECIFIED: _ClassVar[LivenessDecision]
+    LIVENESS_DECISION_LIVE: _ClassVar[LivenessDecision]
+    LIVENESS_DECISION_SPOOF: _ClassVar[LivenessDecision]
+    LIVENESS_DECISION_UNCERTAIN: _ClassVar[LivenessDecision]
 QUALITY_REASON_UNSPECIFIED: QualityReason
 QUALITY_REASON_NO_FACE: QualityReason
 QUALITY_REASON_MULTIPLE_FACES: QualityReason
@@ -29,23 +42,57 @@ QUALITY_REASON_FACE_TOO_SMALL: QualityReason
 QUALITY_REASON_TOO_DARK: QualityReason
 QUALITY_REASON_TOO_BRIGHT: QualityReason
 QUALITY_REASON_BLURRY: QualityReason
+QUALITY_REASON_LOW_RESOLUTION: QualityReason
+QUALITY_REASON_LOW_CONTRAST: QualityReason
+QUALITY_REASON_FACE_CUT_OFF: QualityReason
+QUALITY_REASON_POSE_TOO_LARGE: QualityReason
+QUALITY_REASON_EYES_CLOSED: QualityReason
+QUALITY_REASON_EYES_OCCLUDED: QualityReason
 VERIFY_STATUS_UNSPECIFIED: VerifyStatus
 VERIFY_STATUS_SUCCESS: VerifyStatus
 VERIFY_STATUS_QUALITY_FAILED: VerifyStatus
+LIVENESS_DECISION_UNSPECIFIED: LivenessDecision
+LIVENESS_DECISION_LIVE: LivenessDecision
+LIVENESS_DECISION_SPOOF: LivenessDecision
+LIVENESS_DECISION_UNCERTAIN: LivenessDecision
 
 class QualityScores(_message.Message):
-    __slots__ = ("brightness", "sharpness", "face_coverage", "face_count", "face_confidence")
+    __slots__ = ("brightness", "sharpness", "face_coverage", "face_count", "face_confidence", "underexposed_fraction", "overexposed_fraction", "dynamic_range", "interocular_distance_px", "yaw_deg", "pitch_deg", "roll_deg", "eyes_closed_score", "eyes_occluded_score", "face_border_margin", "second_face_area_ratio", "landmarks_measured")
     BRIGHTNESS_FIELD_NUMBER: _ClassVar[int]
     SHARPNESS_FIELD_NUMBER: _ClassVar[int]
     FACE_COVERAGE_FIELD_NUMBER: _ClassVar[int]
     FACE_COUNT_FIELD_NUMBER: _ClassVar[int]
     FACE_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    UNDEREXPOSED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    OVEREXPOSED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_RANGE_FIELD_NUMBER: _ClassVar[int]
+    INTEROCULAR_DISTANCE_PX_FIELD_NUMBER: _ClassVar[int]
+    YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
+    ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
+    EYES_CLOSED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    EYES_OCCLUDED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FACE_BORDER_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    SECOND_FACE_AREA_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_MEASURED_FIELD_NUMBER: _ClassVar[int]
     brightness: float
     sharpness: float
     face_coverage: float
     face_count: int
     face_confidence: float
-    def __init__(self, brightness: _Optional[float] = ..., sharpness: _Optional[float] = ..., face_coverage: _Optional[float] = ..., face_count: _Optional[int] = ..., face_confidence: _Optional[float] = ...) -> None: ...
+    underexposed_fraction: float
+    overexposed_fraction: float
+    dynamic_range: float
+    interocular_distance_px: float
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    eyes_closed_score: float
+    eyes_occluded_score: float
+    face_border_margin: float
+    second_face_area_ratio: float
+    landmarks_measured: bool
+    def __init__(self, brightness: _Optional[float] = ..., sharpness: _Optional[float] = ..., face_coverage: _Optional[float] = ..., face_count: _Optional[int] = ..., face_confidence: _Optional[float] = ..., underexposed_fraction: _Optional[float] = ..., overexposed_fraction: _Optional[float] = ..., dynamic_range: _Optional[float] = ..., interocular_distance_px: _Optional[float] = ..., yaw_deg: _Optional[float] = ..., pitch_deg: _Optional[float] = ..., roll_deg: _Optional[float] = ..., eyes_closed_score: _Optional[float] = ..., eyes_occluded_score: _Optional[float] = ..., face_border_margin: _Optional[float] = ..., second_face_area_ratio: _Optional[float] = ..., landmarks_measured: _Optional[bool] = ...) -> None: ...
 
 class FaceBox(_message.Message):
     __slots__ = ("x", "y", "width", "height")
@@ -92,17 +139,19 @@ class CheckQualityResponse(_message.Message):
     def __init__(self, quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("image", "enable_quality_checks", "request_id")
+    __slots__ = ("image", "enable_quality_checks", "request_id", "profile")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ENABLE_QUALITY_CHECKS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     enable_quality_checks: bool
     request_id: str
-    def __init__(self, image: _Optional[bytes] = ..., enable_quality_checks: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    profile: str
+    def __init__(self, image: _Optional[bytes] = ..., enable_quality_checks: _Optional[bool] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("status", "is_live", "liveness_score", "confidence", "threshold", "model_version", "quality", "request_id")
+    __slots__ = ("status", "is_live", "liveness_score", "confidence", "threshold", "model_version", "quality", "request_id", "profile", "decision")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IS_LIVE_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +160,8 @@ class VerifyResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     status: VerifyStatus
     is_live: bool
     liveness_score: float
@@ -119,7 +170,9 @@ class VerifyResponse(_message.Message):
     model_version: str
     quality: QualityReport
     request_id: str
-    def __init__(self, status: _Optional[_Union[VerifyStatus, str]] = ..., is_live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    profile: str
+    decision: LivenessDecision
+    def __init__(self, status: _Optional[_Union[VerifyStatus, str]] = ..., is_live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ..., decision: _Optional[_Union[LivenessDecision, str]] = ...) -> None: ...
 
 class VerifyStreamRequest(_message.Message):
     __slots__ = ("request",)
