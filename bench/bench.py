@@ -80,29 +80,24 @@ def percentile(values: list[float], q: float) -> float:
 
 def stage_breakdown(pipeline, images: list[bytes]) -> dict:
     """Milliseconds per image of each stage, one image at a time on one thread."""
-    from ekyc.quality.decode import decode_image
     from ekyc.quality.faces import crop_face
-    from ekyc.quality.gate import assess_quality
 
-    times = {"decode": [], "detect": [], "quality": [], "crop": [], "model": []}
-    config = pipeline.config
+    times: dict[str, list[float]] = {}
     for image in images:
         t0 = time.perf_counter()
-        rgb = decode_image(image, config.quality.max_image_pixels)
-        t1 = time.perf_counter()
-        faces = pipeline.detectors.detect(rgb)
-        t2 = time.perf_counter()
-        result = assess_quality(rgb, faces, config.quality.thresholds)
-        t3 = time.perf_counter()
+        rgb = pipeline.gate.decode(image)
+        stages = {"decode": (time.perf_counter() - t0) * 1000.0}
+        result = pipeline.gate.assess(rgb, timings=stages)
         if result.face is None:
             continue
+        t1 = time.perf_counter()
         crop = crop_face(rgb, result.face, pipeline.model.crop_rule)
-        t4 = time.perf_counter()
+        t2 = time.perf_counter()
         pipeline.model.score(crop[None])
-        t5 = time.perf_counter()
-        for name, start, end in (("decode", t0, t1), ("detect", t1, t2), ("quality", t2, t3), ("crop", t3, t4), ("model", t4, t5)):
-            times[name].append((end - start) * 1000.0)
-    return {name: round(statistics.median(values), 3) for name, values in times.items() if values}
+        stages.update(crop=(t2 - t1) * 1000.0, model=(time.perf_counter() - t2) * 1000.0)
+        for name, value in stages.items():
+            times.setdefault(name, []).append(value)
+    return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
 def bench_pipeline(config, images: list[bytes], concurrency: int) -> dict:

@@ -3,7 +3,15 @@
 from ekyc.quality.decode import decode_image
 from ekyc.quality.errors import EkycError, ImageDecodeError, ImageTooLargeError, InvalidImageError
 from ekyc.quality.faces import CropRule, Face, FaceDetector, FaceDetectorOptions, FaceDetectorPool, crop_face
-from ekyc.quality.gate import QualityReason, QualityResult, QualityScores, QualityThresholds, assess_quality
+from ekyc.quality.gate import (
+    QualityGate,
+    QualityGateOptions,
+    QualityReason,
+    QualityResult,
+    QualityScores,
+    QualityThresholds,
+    assess_quality,
+)
 
 __all__ = [
     "CropRule",
@@ -15,6 +23,8 @@ __all__ = [
     "ImageDecodeError",
     "ImageTooLargeError",
     "InvalidImageError",
+    "QualityGate",
+    "QualityGateOptions",
     "QualityReason",
     "QualityResult",
     "QualityScores",

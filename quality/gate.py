@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ekyc.quality.faces import Face
+from ekyc.quality.decode import decode_image
+from ekyc.quality.faces import Face, FaceDetectorOptions, FaceDetectorPool
 
 # Sharpness is measured on the face resized to this side, so that it does not
 # depend on the face's size in pixels or on the background.
@@ -28,7 +31,7 @@ class QualityReason(str, enum.Enum):
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """Limits of the gate. The shipped values live in server/default.toml, not here."""
+    """Limits of the gate. The shipped values live in quality/defaults.toml, not here."""
 
     min_brightness: float
     max_brightness: float
@@ -140,3 +143,73 @@ def assess_quality(rgb: np.ndarray, faces: list[Face], limits: QualityThresholds
         image_height=height,
         faces=tuple(faces),
     )
+
+
+@dataclass(frozen=True)
+class QualityGateOptions:
+    """Everything the gate needs, built from the [quality] and [detector] config sections."""
+
+    detector_model: Path
+    min_detection_confidence: float
+    max_image_pixels: int
+    thresholds: QualityThresholds
+
+    @classmethod
+    def from_sections(cls, sections: dict, default_detector: Path) -> "QualityGateOptions":
+        """Parse the config sections; raises ValueError naming the bad key."""
+        quality = dict(sections["quality"])
+        detector = sections["detector"]
+        try:
+            max_pixels = int(quality.pop("max_image_pixels"))
+            confidence = float(detector["min_confidence"])
+        except (TypeError, ValueError):
+            raise ValueError("quality.max_image_pixels and detector.min_confidence must be numbers") from None
+        if max_pixels < 1:
+            raise ValueError("quality.max_image_pixels must be positive")
+        if not 0.0 < confidence < 1.0:
+            raise ValueError("detector.min_confidence must be within (0, 1)")
+        thresholds = QualityThresholds.from_dict(quality)
+        if thresholds.min_brightness >= thresholds.max_brightness:
+            raise ValueError("quality.min_brightness must be below quality.max_brightness")
+        path = Path(detector["path"]) if detector.get("path") else default_detector
+        return cls(path, confidence, max_pixels, thresholds)
+
+
+class QualityGate:
+    """Face detection + measures + thresholds; thread-safe (a pool of detectors); a context manager."""
+
+    def __init__(self, options: QualityGateOptions, pool_size: int = 1):
+        self.options = options
+        self._detectors = FaceDetectorPool(
+            FaceDetectorOptions(options.detector_model, options.min_detection_confidence), size=pool_size
+        )
+        self._pool_size = max(1, pool_size)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode image bytes under the configured pixel limit (typed errors on bad input)."""
+        return decode_image(data, self.options.max_image_pixels)
+
+    def assess(self, rgb: np.ndarray, timings: dict | None = None) -> QualityResult:
+        """Run every check on an RGB image; ``timings`` (if given) receives ms per stage."""
+        started = time.perf_counter()
+        faces = self._detectors.detect(rgb)
+        detected = time.perf_counter()
+        result = assess_quality(rgb, faces, self.options.thresholds)
+        if timings is not None:
+            timings["detect"] = (detected - started) * 1000.0
+            timings["quality"] = (time.perf_counter() - detected) * 1000.0
+        return result
+
+    def warm_up(self) -> None:
+        blank = np.full((240, 320, 3), 128, dtype=np.uint8)
+        for _ in range(self._pool_size):
+            self._detectors.detect(blank)
+
+    def close(self) -> None:
+        self._detectors.close()
+
+    def __enter__(self) -> "QualityGate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

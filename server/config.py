@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ekyc.quality.gate import QualityThresholds
+from ekyc.quality.gate import QualityGateOptions
 
 DEFAULTS_FILE = Path(__file__).with_name("default.toml")
+QUALITY_DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "quality" / "defaults.toml"
 # The repository's models/ folder: server/ and models/ are siblings.
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = BUNDLED_MODELS / "liveness.onnx"
@@ -64,32 +65,15 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
-class DetectorSettings:
-    path: str
-    min_confidence: float
-
-
-@dataclass(frozen=True)
-class QualitySettings:
-    max_image_pixels: int
-    thresholds: QualityThresholds
-
-
-@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     compute: ComputeSettings
     model: ModelSettings
-    detector: DetectorSettings
-    quality: QualitySettings
+    quality: QualityGateOptions
 
     @property
     def model_path(self) -> str:
         return self.model.path or str(DEFAULT_MODEL)
-
-    @property
-    def detector_path(self) -> Path:
-        return Path(self.detector.path) if self.detector.path else DEFAULT_DETECTOR
 
 
 def _read_toml(path: Path) -> dict:
@@ -146,6 +130,7 @@ def load_config(
     """Build the configuration: defaults, then ``path``, then ``EKYC_*`` env, then ``overrides``."""
     environ = os.environ if environ is None else environ
     data = _read_toml(DEFAULTS_FILE)
+    data.update(_read_toml(QUALITY_DEFAULTS_FILE))
     if path:
         _merge(data, _read_toml(Path(path)), str(path))
     _merge(data, _env_overrides(data, environ), "environment")
@@ -174,20 +159,17 @@ def _build(data: dict) -> Config:
             threshold=float(data["model"]["threshold"]),
             intra_op_threads=int(data["model"]["intra_op_threads"]),
         )
-        detector = DetectorSettings(
-            path=str(data["detector"]["path"]),
-            min_confidence=float(data["detector"]["min_confidence"]),
-        )
-        quality_values = dict(data["quality"])
-        max_pixels = int(quality_values.pop("max_image_pixels"))
-        quality = QualitySettings(max_pixels, QualityThresholds.from_dict(quality_values))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration value: {exc}") from None
-    _validate(server, compute, model, detector, quality)
-    return Config(server, compute, model, detector, quality)
+    try:
+        quality = QualityGateOptions.from_sections(data, DEFAULT_DETECTOR)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _validate(server, compute, model)
+    return Config(server, compute, model, quality)
 
 
-def _validate(server, compute, model, detector, quality) -> None:
+def _validate(server, compute, model) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
@@ -200,12 +182,6 @@ def _validate(server, compute, model, detector, quality) -> None:
         (server.shutdown_drain_s >= 0, "server.shutdown_drain_s must not be negative"),
         (math.isnan(model.threshold) or 0.0 <= model.threshold <= 1.0, "model.threshold must be within 0..1"),
         (model.intra_op_threads >= 1, "model.intra_op_threads must be at least 1"),
-        (0.0 < detector.min_confidence < 1.0, "detector.min_confidence must be within (0, 1)"),
-        (quality.max_image_pixels >= 1, "quality.max_image_pixels must be positive"),
-        (
-            quality.thresholds.min_brightness < quality.thresholds.max_brightness,
-            "quality.min_brightness must be below quality.max_brightness",
-        ),
     ]
     for ok, message in checks:
         if not ok:

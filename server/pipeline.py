@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ekyc.quality.decode import decode_image
-from ekyc.quality.faces import FaceDetectorOptions, FaceDetectorPool, crop_face
-from ekyc.quality.gate import QualityReason, QualityResult, assess_quality
+from ekyc.quality.faces import crop_face
+from ekyc.quality.gate import QualityGate, QualityReason, QualityResult
 from ekyc.server.config import Config
 from ekyc.server.model import LivenessModel, resolve_threshold
 
@@ -33,10 +30,7 @@ class LivenessPipeline:
         self.config = config
         self.model = LivenessModel(config.model_path, config.model.intra_op_threads)
         self.threshold = resolve_threshold(config.model.threshold, self.model.metadata)
-        self.detectors = FaceDetectorPool(
-            FaceDetectorOptions(config.detector_path, config.detector.min_confidence),
-            size=config.compute.threads,
-        )
+        self.gate = QualityGate(config.quality, pool_size=config.compute.threads)
 
     @property
     def model_version(self) -> str:
@@ -45,19 +39,16 @@ class LivenessPipeline:
     def warm_up(self) -> None:
         """Run every stage once so that the first request pays no lazy initialisation."""
         self.model.warm_up()
-        blank = np.full((240, 320, 3), 128, dtype=np.uint8)
-        for _ in range(self.config.compute.threads):
-            self.detectors.detect(blank)
+        self.gate.warm_up()
 
     def check_quality(self, image: bytes) -> QualityResult:
         """Decode ``image`` and run the quality gate."""
-        rgb = decode_image(image, self.config.quality.max_image_pixels)
-        return self._assess(rgb)
+        return self.gate.assess(self.gate.decode(image))
 
     def verify(self, image: bytes, enable_quality_checks: bool = True) -> Verdict:
         """Decode, gate (unless disabled), crop the main face and score it."""
-        rgb = decode_image(image, self.config.quality.max_image_pixels)
-        quality = self._assess(rgb)
+        rgb = self.gate.decode(image)
+        quality = self.gate.assess(rgb)
         gate_blocks = not quality.passed if enable_quality_checks else quality.face is None
         if gate_blocks:
             # Without a face there is nothing to score, even when the gate is disabled.
@@ -68,12 +59,8 @@ class LivenessPipeline:
         confidence = 1.0 - score if is_live else score
         return Verdict(quality, False, is_live, score, confidence, self.threshold, self.model_version)
 
-    def _assess(self, rgb: np.ndarray) -> QualityResult:
-        faces = self.detectors.detect(rgb)
-        return assess_quality(rgb, faces, self.config.quality.thresholds)
-
     def close(self) -> None:
-        self.detectors.close()
+        self.gate.close()
 
     def __enter__(self) -> "LivenessPipeline":
         return self
