@@ -54,11 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"HOST:PORT of the server (default: $EKYC_SERVER or {DEFAULT_TARGET})",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per RPC (default 30)")
+    parser.add_argument("--api-key", default=os.environ.get("EKYC_API_KEY"),
+                        help="API key sent as 'authorization: Bearer' (default: $EKYC_API_KEY)")
+    parser.add_argument("--tls-ca", help="PEM CA that signed the server's certificate: use TLS")
+    parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", help="PEM key of --tls-cert")
+    parser.add_argument("--tls-server-name", help="name to check in the server's certificate (default: the host)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     verify = commands.add_parser("verify", help="quality gate + liveness decision for each image")
     verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
     verify.add_argument("--no-quality", action="store_true", help="skip the quality gate")
     verify.add_argument("--stream", action="store_true", help="one VerifyStream for all images (fast batch)")
+    verify.add_argument("--profile", default="", help="operating point: strict, balanced or lenient (default: server's)")
     _output_options(verify)
     quality = commands.add_parser("check-quality", help="quality gate only, for each image")
     quality.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
@@ -252,7 +259,9 @@ def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWrit
             continue
         try:
             if args.command == "verify":
-                response = client.verify(image, enable_quality_checks=not args.no_quality, request_id=Path(path).name)
+                response = client.verify(
+                    image, enable_quality_checks=not args.no_quality, request_id=Path(path).name, profile=args.profile
+                )
             else:
                 response = client.check_quality(image, request_id=Path(path).name)
         except LivenessError as exc:
@@ -273,7 +282,9 @@ def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWri
             except OSError as exc:
                 writer.error(path, f"cannot read file: {exc.strerror or exc}")
                 continue
-            yield pb.VerifyRequest(image=image, enable_quality_checks=not args.no_quality, request_id=str(index))
+            yield pb.VerifyRequest(
+                image=image, enable_quality_checks=not args.no_quality, request_id=str(index), profile=args.profile
+            )
 
     try:
         for response in client.verify_stream(requests()):
@@ -299,7 +310,15 @@ def _code_name(number: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with LivenessClient(args.server, timeout=args.timeout) as client:
+        client = LivenessClient(
+            args.server, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name,
+        )
+    except LivenessError as exc:
+        print(f"ekyc-client: {exc.details}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        with client:
             if args.command == "health":
                 return _health(client)
             paths = list(expand_paths(args.images))

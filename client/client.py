@@ -29,8 +29,22 @@ class LivenessError(Exception):
         return cls(code or grpc.StatusCode.UNKNOWN, details or "")
 
 
+def _read(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise LivenessError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 class LivenessClient:
-    """Calls an ekyc-server. Use as ``with LivenessClient("host:port") as client: ...``."""
+    """Calls an ekyc-server. Use as ``with LivenessClient("host:port") as client: ...``.
+
+    ``tls_ca`` (PEM) switches to TLS; ``tls_cert``/``tls_key`` add a client certificate (mTLS);
+    ``api_key`` is sent as ``authorization: Bearer <key>`` on every call.
+    """
 
     def __init__(
         self,
@@ -38,16 +52,32 @@ class LivenessClient:
         timeout: float | None = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel: grpc.Channel | None = None,
+        *,
+        api_key: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
     ):
         self.target = target
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if channel is None and (tls_ca or tls_cert):
+            if bool(tls_cert) != bool(tls_key):
+                raise LivenessError(grpc.StatusCode.INVALID_ARGUMENT, "a client certificate needs its key, and a key its certificate")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls_ca, "CA file"),
+                private_key=_read(tls_key, "client key"),
+                certificate_chain=_read(tls_cert, "client certificate"),
+            )
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = channel or grpc.insecure_channel(target, options=options)
         self._stub = liveness_pb2_grpc.LivenessServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -56,9 +86,16 @@ class LivenessClient:
         request = pb.CheckQualityRequest(image=image, request_id=request_id)
         return self._call(self._stub.CheckQuality, request)
 
-    def verify(self, image: bytes, enable_quality_checks: bool = True, request_id: str = "") -> pb.VerifyResponse:
-        """Quality gate (unless disabled) and liveness decision for encoded image bytes."""
-        request = pb.VerifyRequest(image=image, enable_quality_checks=enable_quality_checks, request_id=request_id)
+    def verify(
+        self, image: bytes, enable_quality_checks: bool = True, request_id: str = "", profile: str = ""
+    ) -> pb.VerifyResponse:
+        """Quality gate (unless disabled) and liveness decision for encoded image bytes.
+
+        ``profile`` picks the model's operating point (strict, balanced, lenient); empty: the server's default.
+        """
+        request = pb.VerifyRequest(
+            image=image, enable_quality_checks=enable_quality_checks, request_id=request_id, profile=profile
+        )
         return self._call(self._stub.Verify, request)
 
     def verify_stream(
@@ -67,7 +104,7 @@ class LivenessClient:
         """Stream VerifyRequests; yields one response per request, in order, as they arrive."""
         items = (pb.VerifyStreamRequest(request=request) for request in requests)
         try:
-            yield from self._stub.VerifyStream(items, timeout=timeout)
+            yield from self._stub.VerifyStream(items, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise LivenessError.from_rpc_error(error) from None
 
@@ -78,7 +115,7 @@ class LivenessClient:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise LivenessError.from_rpc_error(error) from None
 

@@ -20,7 +20,9 @@ from ekyc.server.config import Config, ConfigError, load_config
 from ekyc.server.logs import configure as configure_logging
 from ekyc.server.logs import log_event
 from ekyc.server.model import ModelLoadError
+from ekyc.server.limits import RateLimiter
 from ekyc.server.pipeline import LivenessPipeline
+from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
 from ekyc.server.servicer import LivenessServicer
 from ekyc.v1 import liveness_pb2, liveness_pb2_grpc
 
@@ -38,7 +40,23 @@ class LivenessServer:
     def __init__(self, config: Config):
         self.config = config
         self.compute = ComputePool(config.compute.threads, config.compute.queue_size)
-        self.servicer = LivenessServicer(self.compute, config.compute.stream_window)
+        self.servicer = LivenessServicer(
+            self.compute,
+            config.compute.stream_window,
+            limiter=RateLimiter(config.limits.rate_limit_per_minute, config.limits.rate_limit_burst),
+            max_stream_items=config.limits.max_stream_items,
+        )
+        try:
+            keys = ApiKeys.load(config.security.api_keys_file, config.security.api_keys_env)
+            self.credentials = (
+                server_credentials(config.security.tls_cert, config.security.tls_key, config.security.tls_client_ca)
+                if config.security.tls
+                else None
+            )
+        except SecurityConfigError as exc:
+            raise StartupError(str(exc)) from None
+        self.api_keys_enabled = bool(len(keys))
+        interceptors = [ApiKeyInterceptor(keys)] if len(keys) else []
         self.health = health.HealthServicer(experimental_non_blocking=True)
         options = [
             ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -52,6 +70,7 @@ class LivenessServer:
             futures.ThreadPoolExecutor(max_workers=config.server.max_concurrent_rpcs, thread_name_prefix="rpc"),
             options=options,
             maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
+            interceptors=interceptors,
         )
         liveness_pb2_grpc.add_LivenessServiceServicer_to_server(self.servicer, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -67,7 +86,10 @@ class LivenessServer:
         """Listen on the configured address (health NOT_SERVING) and return the bound port."""
         address = f"{self.config.server.host}:{self.config.server.port}"
         try:
-            port = self.grpc_server.add_insecure_port(address)
+            if self.credentials is not None:
+                port = self.grpc_server.add_secure_port(address, self.credentials)
+            else:
+                port = self.grpc_server.add_insecure_port(address)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -130,7 +152,8 @@ def serve(config: Config) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     server, port = create_server(config)
-    log_event("listening", host=config.server.host, port=port)
+    log_event("listening", host=config.server.host, port=port, tls=config.security.tls,
+              mutual_tls=bool(config.security.tls_client_ca), api_keys=server.api_keys_enabled)
     try:
         server.load()
     except StartupError:
@@ -201,6 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="compute threads per process (default: CPUs / workers)")
     parser.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mTLS)")
+    security.add_argument("--api-keys-file", help="accepted API keys, one per line (or SHA-256 hex); also EKYC_API_KEYS")
+    security.add_argument("--no-reflection", action="store_false", dest="reflection", default=None,
+                          help="turn server reflection off")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-message-bytes", type=int, help="largest request in bytes (default 10 MiB)")
+    limits.add_argument("--max-image-pixels", type=int, help="largest image in pixels, from its header (default 40 M)")
+    limits.add_argument("--max-concurrent-rpcs", type=int, help="RPCs handled at once (default 64)")
+    limits.add_argument("--queue-size", type=int, help="images waiting beyond the running ones (default 32)")
+    limits.add_argument("--max-stream-items", type=int, help="items per VerifyStream (default 100000, 0 = no limit)")
+    limits.add_argument("--rate-limit", type=float, dest="rate_limit_per_minute",
+                        help="requests per client per minute (default 0 = off)")
     return parser
 
 
@@ -209,9 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     config_path = args.config or os.environ.get("EKYC_CONFIG")
     overrides = {
-        "server": {"host": args.host, "port": args.port, "workers": args.workers},
-        "compute": {"threads": args.threads},
+        "server": {"host": args.host, "port": args.port, "workers": args.workers, "reflection": args.reflection,
+                   "max_message_bytes": args.max_message_bytes, "max_concurrent_rpcs": args.max_concurrent_rpcs},
+        "compute": {"threads": args.threads, "queue_size": args.queue_size},
         "model": {"path": args.model},
+        "quality": {"max_image_pixels": args.max_image_pixels},
+        "limits": {"max_stream_items": args.max_stream_items, "rate_limit_per_minute": args.rate_limit_per_minute},
+        "security": {"api_keys_file": args.api_keys_file, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+                     "tls_client_ca": args.tls_client_ca},
     }
     try:
         config = load_config(config_path, overrides)

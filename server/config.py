@@ -58,6 +58,26 @@ class ComputeSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    max_stream_items: int
+    rate_limit_per_minute: float
+    rate_limit_burst: int
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    api_keys_file: str
+    api_keys_env: str
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     path: str
     threshold: float
@@ -70,6 +90,8 @@ class Config:
     compute: ComputeSettings
     model: ModelSettings
     quality: QualityGateOptions
+    limits: LimitSettings
+    security: SecuritySettings
 
     @property
     def model_path(self) -> str:
@@ -136,10 +158,10 @@ def load_config(
     _merge(data, _env_overrides(data, environ), "environment")
     if overrides:
         _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}, "flags")
-    return _build(data)
+    return _build(data, environ.get("EKYC_API_KEYS", ""))
 
 
-def _build(data: dict) -> Config:
+def _build(data: dict, api_keys_env: str = "") -> Config:
     try:
         server = ServerSettings(
             host=str(data["server"]["host"]),
@@ -159,17 +181,29 @@ def _build(data: dict) -> Config:
             threshold=float(data["model"]["threshold"]),
             intra_op_threads=int(data["model"]["intra_op_threads"]),
         )
+        limits = LimitSettings(
+            max_stream_items=int(data["limits"]["max_stream_items"]),
+            rate_limit_per_minute=float(data["limits"]["rate_limit_per_minute"]),
+            rate_limit_burst=int(data["limits"]["rate_limit_burst"]),
+        )
+        security = SecuritySettings(
+            api_keys_file=str(data["security"]["api_keys_file"]),
+            api_keys_env=api_keys_env,
+            tls_cert=str(data["security"]["tls_cert"]),
+            tls_key=str(data["security"]["tls_key"]),
+            tls_client_ca=str(data["security"]["tls_client_ca"]),
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration value: {exc}") from None
     try:
         quality = QualityGateOptions.from_sections(data, DEFAULT_DETECTOR)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    _validate(server, compute, model)
-    return Config(server, compute, model, quality)
+    _validate(server, compute, model, limits, security)
+    return Config(server, compute, model, quality, limits, security)
 
 
-def _validate(server, compute, model) -> None:
+def _validate(server, compute, model, limits, security) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
@@ -182,6 +216,11 @@ def _validate(server, compute, model) -> None:
         (server.shutdown_drain_s >= 0, "server.shutdown_drain_s must not be negative"),
         (math.isnan(model.threshold) or 0.0 <= model.threshold <= 1.0, "model.threshold must be within 0..1"),
         (model.intra_op_threads >= 1, "model.intra_op_threads must be at least 1"),
+        (limits.max_stream_items >= 0, "limits.max_stream_items must not be negative (0 = no limit)"),
+        (limits.rate_limit_per_minute >= 0, "limits.rate_limit_per_minute must not be negative (0 = off)"),
+        (limits.rate_limit_burst >= 1, "limits.rate_limit_burst must be at least 1"),
+        (bool(security.tls_cert) == bool(security.tls_key), "security.tls_cert and security.tls_key go together"),
+        (not security.tls_client_ca or security.tls, "security.tls_client_ca needs tls_cert and tls_key"),
     ]
     for ok, message in checks:
         if not ok:

@@ -20,6 +20,7 @@ import grpc
 from ekyc.quality.errors import EkycError, InvalidImageError
 from ekyc.quality.gate import QualityResult
 from ekyc.server.compute import ComputePool, DeadlineExpiredError, OverloadedError
+from ekyc.server.limits import RateLimitedError, RateLimiter, client_identity
 from ekyc.server.logs import log_event
 from ekyc.server.pipeline import LivenessPipeline, Verdict
 from ekyc.v1 import liveness_pb2 as pb
@@ -27,6 +28,7 @@ from ekyc.v1 import liveness_pb2_grpc
 
 MAX_REQUEST_ID_LENGTH = 128
 _POLL_S = 0.2
+_TOO_LONG = object()
 
 
 class ServiceNotReadyError(EkycError):
@@ -37,11 +39,15 @@ class InvalidRequestError(EkycError):
     """A request field other than the image is unusable."""
 
 
+class StreamTooLongError(EkycError):
+    """A VerifyStream carried more items than the configured limit."""
+
+
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and client-facing message for an exception: the one mapping."""
     if isinstance(error, (InvalidImageError, InvalidRequestError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
-    if isinstance(error, OverloadedError):
+    if isinstance(error, (OverloadedError, RateLimitedError, StreamTooLongError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, DeadlineExpiredError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(error)
@@ -139,10 +145,19 @@ def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: BaseExc
 class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     """Thin adapter from the gRPC contract to a LivenessPipeline (None while loading)."""
 
-    def __init__(self, compute: ComputePool, stream_window: int, pipeline: LivenessPipeline | None = None):
+    def __init__(
+        self,
+        compute: ComputePool,
+        stream_window: int,
+        pipeline: LivenessPipeline | None = None,
+        limiter: RateLimiter | None = None,
+        max_stream_items: int = 0,
+    ):
         self.compute = compute
         self.stream_window = max(1, stream_window)
         self.pipeline = pipeline
+        self.limiter = limiter or RateLimiter(0, 1)
+        self.max_stream_items = max_stream_items
 
     def _pipeline(self) -> LivenessPipeline:
         if self.pipeline is None:
@@ -153,6 +168,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     def CheckQuality(self, request: pb.CheckQualityRequest, context):
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
+        self.limiter.check(client_identity(context))
         result = self.compute.run(pipeline.check_quality, request.image, deadline=_deadline(context))
         response = pb.CheckQualityResponse(quality=quality_report(result), request_id=request.request_id)
         return response, {
@@ -164,6 +180,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
     def Verify(self, request: pb.VerifyRequest, context):
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
+        self.limiter.check(client_identity(context))
         verdict = self.compute.run(pipeline.verify, request.image, _quality_enabled(request), deadline=_deadline(context))
         response = verify_response(verdict, request.request_id)
         return response, _verify_fields(response)
@@ -188,16 +205,24 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         pending: queue.SimpleQueue = queue.SimpleQueue()
         stop = threading.Event()
         context.add_callback(stop.set)
+        client = client_identity(context)
         reader = threading.Thread(
-            target=self._admit_items, args=(request_iterator, pipeline, pending, window, stop, context),
+            target=self._admit_items, args=(request_iterator, pipeline, pending, window, stop, context, client),
             daemon=True, name="stream-reader",
         )
         reader.start()
+        final_code: grpc.StatusCode | None = None
         try:
             while True:
                 item = _get(pending, stop)
                 if item is None:
                     break
+                if item is _TOO_LONG:
+                    error = StreamTooLongError(
+                        f"a stream may carry at most {self.max_stream_items} items; open a new stream for the rest"
+                    )
+                    final_code, message = status_for(error)
+                    context.abort(final_code, message)
                 request_id, outcome = item
                 response = self._stream_response(request_id, outcome, stop)
                 window.release()
@@ -209,12 +234,15 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         finally:
             stop.set()
             _cancel_pending(pending)
-            code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
-            _log_rpc(started, code, {"method": "VerifyStream", "items": counts, "model_version": pipeline.model_version})
+            if final_code is None:
+                final_code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
+            _log_rpc(started, final_code, {"method": "VerifyStream", "items": counts,
+                                           "model_version": pipeline.model_version})
 
-    def _admit_items(self, request_iterator, pipeline, pending, window, stop: threading.Event, context) -> None:
+    def _admit_items(self, request_iterator, pipeline, pending, window, stop: threading.Event, context, client) -> None:
         """Reader thread: take a window permit, read one request, submit it to the pool and
-        queue (request_id, future or error) for the writer."""
+        queue (request_id, future or error) for the writer. ``_TOO_LONG`` ends the stream."""
+        count = 0
         try:
             while _acquire(window, stop):
                 try:
@@ -222,11 +250,16 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 except StopIteration:
                     window.release()
                     return
+                count += 1
+                if self.max_stream_items and count > self.max_stream_items:
+                    pending.put(_TOO_LONG)
+                    return
                 request = item.request
                 request_id = request.request_id[:MAX_REQUEST_ID_LENGTH]
                 outcome: Future | EkycError
                 try:
                     _check_request_id(request.request_id)
+                    self.limiter.check(client)
                     outcome = self._submit_waiting(pipeline, request, stop, _deadline(context))
                 except EkycError as error:
                     outcome = error
@@ -296,7 +329,7 @@ def _cancel_pending(pending) -> None:
             item = pending.get_nowait()
         except queue.Empty:
             return
-        if item is not None and isinstance(item[1], Future):
+        if isinstance(item, tuple) and isinstance(item[1], Future):
             item[1].cancel()
 
 
