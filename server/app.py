@@ -24,7 +24,8 @@ from ekyc.server.limits import RateLimiter
 from ekyc.server.pipeline import LivenessPipeline
 from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
 from ekyc.server.servicer import LivenessServicer
-from ekyc.v1 import liveness_pb2, liveness_pb2_grpc
+from ekyc.server.servicer import add_to_server as add_liveness_service
+from ekyc.v1 import liveness_pb2
 
 SERVICE_NAME = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
@@ -72,7 +73,7 @@ class LivenessServer:
             maximum_concurrent_rpcs=config.server.max_concurrent_rpcs,
             interceptors=interceptors,
         )
-        liveness_pb2_grpc.add_LivenessServiceServicer_to_server(self.servicer, self.grpc_server)
+        add_liveness_service(self.servicer, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         if config.server.reflection:
             reflection.enable_server_reflection(

@@ -131,10 +131,15 @@ class ComputePool:
             self._admitted += 1
 
     def _run(self, fn, args, deadline):
-        with self._running:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._running.acquire(timeout=timeout):
+            raise DeadlineExpiredError("the request's deadline passed while it waited; it was not computed")
+        try:
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExpiredError("the request's deadline passed while it waited; it was not computed")
             return fn(*args)
+        finally:
+            self._running.release()
 
     def _release(self, _future) -> None:
         with self._lock:

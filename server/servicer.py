@@ -97,6 +97,57 @@ def decision_of(response: pb.VerifyResponse) -> str:
     return "live" if response.is_live else "spoof"
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes are not a valid protobuf message."""
+
+    request_id = ""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def _tolerant(message_type):
+    """A deserializer that never raises: gRPC would answer INTERNAL; we answer INVALID_ARGUMENT."""
+
+    def deserialize(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends
+            return MalformedRequest(message_type.DESCRIPTOR.full_name)
+
+    return deserialize
+
+
+def _check_well_formed(request) -> None:
+    if isinstance(request, MalformedRequest):
+        raise InvalidRequestError(f"the request is not a valid {request.type_name} message")
+
+
+def add_to_server(servicer: "LivenessServicer", server: grpc.Server) -> None:
+    """Register the servicer like the generated add_LivenessServiceServicer_to_server, but with
+    deserializers that turn malformed messages into INVALID_ARGUMENT instead of INTERNAL."""
+    handlers = {
+        "CheckQuality": grpc.unary_unary_rpc_method_handler(
+            servicer.CheckQuality,
+            request_deserializer=_tolerant(pb.CheckQualityRequest),
+            response_serializer=pb.CheckQualityResponse.SerializeToString,
+        ),
+        "Verify": grpc.unary_unary_rpc_method_handler(
+            servicer.Verify,
+            request_deserializer=_tolerant(pb.VerifyRequest),
+            response_serializer=pb.VerifyResponse.SerializeToString,
+        ),
+        "VerifyStream": grpc.stream_stream_rpc_method_handler(
+            servicer.VerifyStream,
+            request_deserializer=_tolerant(pb.VerifyStreamRequest),
+            response_serializer=pb.VerifyStreamResponse.SerializeToString,
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["LivenessService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 def _check_request_id(request_id: str) -> None:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters")
@@ -166,6 +217,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
 
     @_unary("CheckQuality")
     def CheckQuality(self, request: pb.CheckQualityRequest, context):
+        _check_well_formed(request)
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
         self.limiter.check(client_identity(context))
@@ -178,6 +230,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
 
     @_unary("Verify")
     def Verify(self, request: pb.VerifyRequest, context):
+        _check_well_formed(request)
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
         self.limiter.check(client_identity(context))
@@ -254,10 +307,11 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 if self.max_stream_items and count > self.max_stream_items:
                     pending.put(_TOO_LONG)
                     return
-                request = item.request
+                request = item if isinstance(item, MalformedRequest) else item.request
                 request_id = request.request_id[:MAX_REQUEST_ID_LENGTH]
                 outcome: Future | EkycError
                 try:
+                    _check_well_formed(request)
                     _check_request_id(request.request_id)
                     self.limiter.check(client)
                     outcome = self._submit_waiting(pipeline, request, stop, _deadline(context))
