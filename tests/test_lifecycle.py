@@ -136,3 +136,33 @@ def test_port_in_use_is_a_one_line_error():
         port = taken.getsockname()[1]
         line = _one_line_error(_run_server("--port", str(port)))
     assert "in use" in line
+
+
+def test_model_of_the_wrong_shape_is_a_one_line_error(tmp_path):
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["spoof_probability"], axes=[1, 2, 3], keepdims=0)],
+        "wrong-shape",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 64, 64, 3])],
+        [helper.make_tensor_value_info("spoof_probability", TensorProto.FLOAT, ["N"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "wrong.onnx"
+    onnx.save(model, path)
+    metadata = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())  # says 128x128
+    path.with_suffix(".json").write_text(json.dumps(metadata))
+    result = _run_server("--port", "0", "--model", str(path))
+    line = _one_line_error(result)
+    assert "does not match its metadata crop size" in line
+    assert '"event":"serving"' not in result.stdout  # never reported SERVING
+
+
+def test_unknown_config_key_from_a_file_is_a_one_line_error(tmp_path):
+    config = tmp_path / "typo.toml"
+    config.write_text("[limits]\nmax_stream_itemz = 5\n")
+    line = _one_line_error(_run_server("--port", "0", "--config", str(config)))
+    assert "unknown key limits.max_stream_itemz" in line
