@@ -1,8 +1,9 @@
 """ekyc-client: verify selfies and check their quality against an ekyc-server.
 
 Exit codes: 0 every image live (check-quality: every image passed; health: SERVING),
-2 any spoof, 3 any quality failure and no spoof, 1 any error (unreadable file,
-server unreachable, RPC error, bad usage), 130 interrupted. An error outranks the others.
+2 any spoof, 4 any uncertain (needs review) and no spoof, 3 any quality failure and
+nothing worse, 1 any error (unreadable file, server unreachable, RPC error, bad usage),
+130 interrupted. An error outranks the others.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_SPOOF = 2
 EXIT_QUALITY = 3
+EXIT_UNCERTAIN = 4
 EXIT_INTERRUPTED = 130
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CSV_COLUMNS = (
-    "path", "status", "is_live", "liveness_score", "confidence", "threshold", "model_version",
+    "path", "status", "decision", "is_live", "liveness_score", "confidence", "threshold", "profile", "model_version",
     "quality_passed", "reasons", "error_code", "error_message",
 )
 
@@ -99,10 +101,13 @@ def reason_names(report: pb.QualityReport) -> list[str]:
 def describe_verify(response: pb.VerifyResponse) -> str:
     if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
         return f"QUALITY_FAILED ({', '.join(reason_names(response.quality))})"
-    verdict = "LIVE" if response.is_live else "SPOOF"
+    if response.decision == pb.LIVENESS_DECISION_UNCERTAIN:
+        verdict = "UNCERTAIN (review)"
+    else:
+        verdict = "LIVE" if response.is_live else "SPOOF"
     return (
         f"{verdict} (spoof score {response.liveness_score:.3f}, threshold {response.threshold:.3f},"
-        f" model {response.model_version})"
+        f" profile {response.profile or '-'}, model {response.model_version})"
     )
 
 
@@ -117,10 +122,12 @@ def describe_quality(response: pb.CheckQualityResponse) -> str:
 
 
 def outcome_of(response) -> str:
-    """live, spoof, quality_failed or passed."""
+    """live, spoof, uncertain, quality_failed or passed."""
     if isinstance(response, pb.VerifyResponse):
         if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
             return "quality_failed"
+        if response.decision == pb.LIVENESS_DECISION_UNCERTAIN:
+            return "uncertain"
         return "live" if response.is_live else "spoof"
     return "passed" if response.quality.passed else "quality_failed"
 
@@ -130,6 +137,8 @@ def exit_code(counts: Counter) -> int:
         return EXIT_ERROR
     if counts["spoof"]:
         return EXIT_SPOOF
+    if counts["uncertain"]:
+        return EXIT_UNCERTAIN
     if counts["quality_failed"]:
         return EXIT_QUALITY
     return EXIT_OK
@@ -208,7 +217,7 @@ class ResultWriter:
             print(line, file=sys.stderr, flush=True)
 
     def summary(self) -> str:
-        parts = [f"{name} {self.counts[name]}" for name in ("live", "spoof", "passed", "quality_failed", "error") if self.counts[name]]
+        parts = [f"{name} {self.counts[name]}" for name in ("live", "spoof", "uncertain", "passed", "quality_failed", "error") if self.counts[name]]
         text = f"summary: {sum(self.counts.values())} images: " + (", ".join(parts) or "none")
         if self.reasons:
             text += "; reasons: " + ", ".join(f"{name} {count}" for name, count in sorted(self.reasons.items()))
@@ -240,6 +249,8 @@ def _csv_row(path: str, response) -> dict:
             confidence=f"{response.confidence:.6f}",
             threshold=f"{response.threshold:.6f}",
             model_version=response.model_version,
+            profile=response.profile,
+            decision=pb.LivenessDecision.Name(response.decision).removeprefix("LIVENESS_DECISION_"),
         )
     else:
         row["status"] = "PASSED" if response.quality.passed else "QUALITY_FAILED"

@@ -115,6 +115,8 @@ class LivenessServer:
             port=self.port,
             model_version=pipeline.model_version,
             threshold=pipeline.threshold,
+            default_profile=pipeline.default_profile,
+            profiles=sorted(pipeline.profiles),
             compute_threads=self.config.compute.threads,
             load_s=round(time.perf_counter() - started, 3),
         )

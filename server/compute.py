@@ -47,7 +47,7 @@ class FairSemaphore:
             waiter = threading.Lock()
             waiter.acquire()
             self._waiters.append(waiter)
-        if waiter.acquire(timeout=-1 if timeout is None else timeout):
+        if waiter.acquire(timeout=-1 if timeout is None else min(timeout, threading.TIMEOUT_MAX)):
             return True
         with self._lock:
             try:

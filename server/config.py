@@ -80,6 +80,7 @@ class SecuritySettings:
 @dataclass(frozen=True)
 class ModelSettings:
     path: str
+    profile: str
     threshold: float
     intra_op_threads: int
 
@@ -178,6 +179,7 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
         compute = ComputeSettings(threads, int(data["compute"]["queue_size"]), window)
         model = ModelSettings(
             path=str(data["model"]["path"]),
+            profile=str(data["model"]["profile"]),
             threshold=float(data["model"]["threshold"]),
             intra_op_threads=int(data["model"]["intra_op_threads"]),
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ekyc.quality.errors import EkycError
 from ekyc.quality.faces import CropRule
 
 INPUT_NAME = "image"
@@ -20,6 +21,37 @@ class ModelLoadError(Exception):
     """The model or its metadata is missing, unreadable or of the wrong shape."""
 
 
+class UnknownProfileError(EkycError):
+    """A request named an operating point the model does not have."""
+
+
+LIVE, SPOOF, UNCERTAIN = "live", "spoof", "uncertain"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A named threshold (spoof iff score >= threshold) with an optional review band:
+    scores in [low, high) are UNCERTAIN and go to a person."""
+
+    name: str
+    threshold: float
+    review_band: tuple[float, float] | None = None
+
+    def decide(self, score: float) -> str:
+        if self.review_band is not None and self.review_band[0] <= score < self.review_band[1]:
+            return UNCERTAIN
+        return SPOOF if score >= self.threshold else LIVE
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> "OperatingPoint":
+        threshold = float(data["threshold"])
+        band = data.get("review_band")
+        review_band = (float(band[0]), float(band[1])) if band else None
+        if not 0.0 <= threshold <= 1.0 or (review_band and not review_band[0] <= threshold <= review_band[1]):
+            raise ValueError(f"profile {name}: threshold {threshold} and band {review_band} are inconsistent")
+        return cls(name, threshold, review_band)
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """The parts of ``<model>.json`` the server relies on."""
@@ -27,16 +59,27 @@ class ModelMetadata:
     version: str
     crop: CropRule
     threshold: float
+    profiles: dict[str, OperatingPoint]
+    default_profile: str
     raw: dict
 
     @classmethod
     def load(cls, path: Path) -> "ModelMetadata":
         try:
             raw = json.loads(Path(path).read_text())
+            threshold = float(raw["threshold"])
+            profiles = {
+                name: OperatingPoint.from_dict(name, point) for name, point in (raw.get("profiles") or {}).items()
+            } or {"balanced": OperatingPoint("balanced", threshold)}
+            default = str(raw.get("default_profile") or next(iter(profiles)))
+            if default not in profiles:
+                raise ValueError(f"default_profile {default!r} is not among the profiles")
             return cls(
                 version=str(raw["version"]),
                 crop=CropRule.from_dict(raw["crop"]),
-                threshold=float(raw["threshold"]),
+                threshold=threshold,
+                profiles=profiles,
+                default_profile=default,
                 raw=raw,
             )
         except FileNotFoundError:
@@ -116,9 +159,24 @@ class LivenessModel:
         self.score(np.zeros((1, size, size, 3), dtype=np.uint8))
 
 
-def resolve_threshold(configured: float, metadata: ModelMetadata) -> float:
-    """The configured threshold, or the model's own when the config leaves it unset (nan)."""
-    threshold = metadata.threshold if configured is None or math.isnan(configured) else configured
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be within 0..1, got {threshold}")
-    return float(threshold)
+CONFIGURED = "configured"
+
+
+def resolve_profiles(
+    metadata: ModelMetadata, configured_threshold: float, configured_profile: str
+) -> tuple[dict[str, OperatingPoint], str]:
+    """The operating points a request may pick, and the default one.
+
+    A threshold set in the config becomes a profile named ``configured`` and the default;
+    otherwise the config's profile (or the metadata's default) is.
+    """
+    profiles = dict(metadata.profiles)
+    if configured_threshold is not None and not math.isnan(configured_threshold):
+        if not 0.0 <= configured_threshold <= 1.0:
+            raise ValueError(f"threshold must be within 0..1, got {configured_threshold}")
+        profiles[CONFIGURED] = OperatingPoint(CONFIGURED, float(configured_threshold))
+        return profiles, CONFIGURED
+    default = configured_profile or metadata.default_profile
+    if default not in profiles:
+        raise ValueError(f"model.profile {default!r} is not one of the model's profiles: {', '.join(profiles)}")
+    return profiles, default

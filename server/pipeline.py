@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from ekyc.quality.faces import crop_face
 from ekyc.quality.gate import QualityGate, QualityReason, QualityResult
 from ekyc.server.config import Config
-from ekyc.server.model import LivenessModel, resolve_threshold
+from ekyc.server.model import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer to Verify. ``quality_failed`` means the model did not run."""
+    """The answer to Verify. ``quality_failed`` means the model did not run; ``decision`` is
+    live, spoof or uncertain (inside the profile's review band), empty when it did not run."""
 
     quality: QualityResult
     quality_failed: bool
@@ -21,6 +22,8 @@ class Verdict:
     confidence: float
     threshold: float
     model_version: str
+    profile: str = ""
+    decision: str = ""
 
 
 class LivenessPipeline:
@@ -29,8 +32,24 @@ class LivenessPipeline:
     def __init__(self, config: Config):
         self.config = config
         self.model = LivenessModel(config.model_path, config.model.intra_op_threads)
-        self.threshold = resolve_threshold(config.model.threshold, self.model.metadata)
+        self.profiles, self.default_profile = resolve_profiles(
+            self.model.metadata, config.model.threshold, config.model.profile
+        )
         self.gate = QualityGate(config.quality, pool_size=config.compute.threads)
+
+    @property
+    def threshold(self) -> float:
+        """The default profile's threshold."""
+        return self.profiles[self.default_profile].threshold
+
+    def profile(self, name: str = "") -> OperatingPoint:
+        """The named operating point, or the default one for an empty name."""
+        try:
+            return self.profiles[name or self.default_profile]
+        except KeyError:
+            raise UnknownProfileError(
+                f"unknown profile {name!r}; this model has: {', '.join(sorted(self.profiles))}"
+            ) from None
 
     @property
     def model_version(self) -> str:
@@ -45,19 +64,22 @@ class LivenessPipeline:
         """Decode ``image`` and run the quality gate."""
         return self.gate.assess(self.gate.decode(image))
 
-    def verify(self, image: bytes, enable_quality_checks: bool = True) -> Verdict:
-        """Decode, gate (unless disabled), crop the main face and score it."""
+    def verify(self, image: bytes, enable_quality_checks: bool = True, profile: str = "") -> Verdict:
+        """Decode, gate (unless disabled), crop the main face and score it at ``profile``."""
+        point = self.profile(profile)
         rgb = self.gate.decode(image)
         quality = self.gate.assess(rgb)
         gate_blocks = not quality.passed if enable_quality_checks else quality.face is None
         if gate_blocks:
             # Without a face there is nothing to score, even when the gate is disabled.
-            return Verdict(quality, True, False, 0.0, 0.0, self.threshold, self.model_version)
+            return Verdict(quality, True, False, 0.0, 0.0, point.threshold, self.model_version, point.name)
         crop = crop_face(rgb, quality.face, self.model.crop_rule)
         score = float(self.model.score(crop[None])[0])
-        is_live = score < self.threshold
-        confidence = 1.0 - score if is_live else score
-        return Verdict(quality, False, is_live, score, confidence, self.threshold, self.model_version)
+        decision = point.decide(score)
+        # Confidence: the probability of the side of the threshold the score falls on.
+        confidence = 1.0 - score if score < point.threshold else score
+        return Verdict(quality, False, decision == LIVE, score, confidence, point.threshold, self.model_version,
+                       point.name, decision)
 
     def close(self) -> None:
         self.gate.close()

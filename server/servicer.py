@@ -22,6 +22,7 @@ from ekyc.quality.gate import QualityResult
 from ekyc.server.compute import ComputePool, DeadlineExpiredError, OverloadedError
 from ekyc.server.limits import RateLimitedError, RateLimiter, client_identity
 from ekyc.server.logs import log_event
+from ekyc.server.model import UnknownProfileError
 from ekyc.server.pipeline import LivenessPipeline, Verdict
 from ekyc.v1 import liveness_pb2 as pb
 from ekyc.v1 import liveness_pb2_grpc
@@ -45,7 +46,7 @@ class StreamTooLongError(EkycError):
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and client-facing message for an exception: the one mapping."""
-    if isinstance(error, (InvalidImageError, InvalidRequestError)):
+    if isinstance(error, (InvalidImageError, InvalidRequestError, UnknownProfileError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
     if isinstance(error, (OverloadedError, RateLimitedError, StreamTooLongError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
@@ -81,19 +82,24 @@ def verify_response(verdict: Verdict, request_id: str) -> pb.VerifyResponse:
         model_version=verdict.model_version,
         quality=quality_report(verdict.quality),
         request_id=request_id,
-        decision=_decision(verdict),
+        profile=verdict.profile,
+        decision=_DECISIONS.get(verdict.decision, pb.LIVENESS_DECISION_UNSPECIFIED),
     )
 
 
-def _decision(verdict: Verdict) -> int:
-    if verdict.quality_failed:
-        return pb.LIVENESS_DECISION_UNSPECIFIED
-    return pb.LIVENESS_DECISION_LIVE if verdict.is_live else pb.LIVENESS_DECISION_SPOOF
+_DECISIONS = {
+    "live": pb.LIVENESS_DECISION_LIVE,
+    "spoof": pb.LIVENESS_DECISION_SPOOF,
+    "uncertain": pb.LIVENESS_DECISION_UNCERTAIN,
+}
 
 
 def decision_of(response: pb.VerifyResponse) -> str:
+    """quality_failed, live, spoof or uncertain."""
     if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
         return "quality_failed"
+    if response.decision == pb.LIVENESS_DECISION_UNCERTAIN:
+        return "uncertain"
     return "live" if response.is_live else "spoof"
 
 
@@ -154,8 +160,12 @@ def _check_request_id(request_id: str) -> None:
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
+    """The caller's deadline as a monotonic instant; None when it set none (gRPC then
+    reports an effectively infinite time remaining)."""
     remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+    if remaining is None or remaining > 1e6:
+        return None
+    return time.monotonic() + remaining
 
 
 def _unary(method: str) -> Callable:
@@ -234,7 +244,10 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
         self.limiter.check(client_identity(context))
-        verdict = self.compute.run(pipeline.verify, request.image, _quality_enabled(request), deadline=_deadline(context))
+        pipeline.profile(request.profile)  # an unknown profile fails before any work
+        verdict = self.compute.run(
+            pipeline.verify, request.image, _quality_enabled(request), request.profile, deadline=_deadline(context)
+        )
         response = verify_response(verdict, request.request_id)
         return response, _verify_fields(response)
 
@@ -330,7 +343,8 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         while not stop.is_set():
             try:
                 return self.compute.submit(
-                    pipeline.verify, request.image, _quality_enabled(request), deadline=deadline, wait=_POLL_S
+                    pipeline.verify, request.image, _quality_enabled(request), request.profile,
+                    deadline=deadline, wait=_POLL_S,
                 )
             except OverloadedError:
                 continue
@@ -388,7 +402,7 @@ def _cancel_pending(pending) -> None:
 
 
 def _verify_fields(response: pb.VerifyResponse) -> dict:
-    fields = {"decision": decision_of(response), "model_version": response.model_version}
+    fields = {"decision": decision_of(response), "model_version": response.model_version, "profile": response.profile}
     if response.quality.reasons:
         fields["reasons"] = [pb.QualityReason.Name(r).removeprefix("QUALITY_REASON_") for r in response.quality.reasons]
     return fields
