@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from ekyc.server.config import Config, ConfigError, load_config
 from ekyc.server.logs import configure as configure_logging
 from ekyc.server.logs import log_event
 from ekyc.server.model import ModelLoadError
+from ekyc.server.model_store import resolve_model
 from ekyc.server.limits import RateLimiter
 from ekyc.server.pipeline import LivenessPipeline
 from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
@@ -103,7 +105,12 @@ class LivenessServer:
         """Load and warm the models, then report SERVING."""
         started = time.perf_counter()
         try:
-            pipeline = LivenessPipeline(self.config)
+            config = self.config
+            if config.model.path.startswith("s3://"):
+                # Health stays NOT_SERVING while the model downloads (once; then from the cache).
+                local = resolve_model(config.model.path)
+                config = dataclasses.replace(config, model=dataclasses.replace(config.model, path=str(local)))
+            pipeline = LivenessPipeline(config)
         except (ModelLoadError, FileNotFoundError, ValueError, RuntimeError) as exc:
             raise StartupError(str(exc)) from None
         pipeline.warm_up()
@@ -222,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
-    parser.add_argument("--model", help="ONNX liveness model (default: the bundled models/liveness.onnx)")
+    parser.add_argument("--model", help="ONNX liveness model: a path or s3://bucket/key.onnx (default: the bundled one)")
     parser.add_argument("--config", help="TOML file overriding server/default.toml (or EKYC_CONFIG)")
     parser.add_argument("--threads", type=int, help="compute threads per process (default: CPUs / workers)")
     parser.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         config = load_config(config_path, overrides)
-        if config.model.path and not Path(config.model.path).is_file():
+        if config.model.path and not config.model.path.startswith("s3://") and not Path(config.model.path).is_file():
             raise StartupError(f"model file not found: {config.model.path}")
         if config.server.workers > 1:
             if config.server.port == 0:
