@@ -23,6 +23,7 @@ from ekyc.server.logs import log_event
 from ekyc.server.model import ModelLoadError
 from ekyc.server.model_store import resolve_model
 from ekyc.server.limits import RateLimiter
+from ekyc.server.metrics import MetricsAggregator
 from ekyc.server.pipeline import LivenessPipeline
 from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
 from ekyc.server.servicer import LivenessServicer
@@ -43,11 +44,13 @@ class LivenessServer:
     def __init__(self, config: Config):
         self.config = config
         self.compute = ComputePool(config.compute.threads, config.compute.queue_size)
+        self.metrics = MetricsAggregator(config.server.metrics_interval_s) if config.server.metrics == "emf" else None
         self.servicer = LivenessServicer(
             self.compute,
             config.compute.stream_window,
             limiter=RateLimiter(config.limits.rate_limit_per_minute, config.limits.rate_limit_burst),
             max_stream_items=config.limits.max_stream_items,
+            metrics=self.metrics,
         )
         try:
             keys = ApiKeys.load(config.security.api_keys_file, config.security.api_keys_env)
@@ -115,6 +118,8 @@ class LivenessServer:
             raise StartupError(str(exc)) from None
         pipeline.warm_up()
         self.servicer.pipeline = pipeline
+        if self.metrics is not None:
+            self.metrics.start()
         for service in HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log_event(
@@ -138,6 +143,8 @@ class LivenessServer:
             time.sleep(drain)
         self.grpc_server.stop(grace).wait()
         self.compute.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
         pipeline, self.servicer.pipeline = self.servicer.pipeline, None
         if pipeline is not None:
             pipeline.close()

@@ -48,6 +48,8 @@ class ServerSettings:
     shutdown_grace_s: float
     reflection: bool
     workers: int
+    metrics: str
+    metrics_interval_s: float
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
             shutdown_grace_s=float(data["server"]["shutdown_grace_s"]),
             reflection=bool(data["server"]["reflection"]),
             workers=int(data["server"]["workers"]),
+            metrics=str(data["server"]["metrics"]),
+            metrics_interval_s=float(data["server"]["metrics_interval_s"]),
         )
         threads = int(data["compute"]["threads"]) or max(1, available_cpus() // max(1, server.workers))
         window = int(data["compute"]["stream_window"]) or 2 * threads
@@ -210,6 +214,8 @@ def _validate(server, compute, model, limits, security) -> None:
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
         (server.workers >= 1, "server.workers must be at least 1"),
+        (server.metrics in ("", "emf"), "server.metrics must be \"\" (off) or \"emf\""),
+        (server.metrics_interval_s > 0, "server.metrics_interval_s must be positive"),
         (compute.threads >= 1, "compute.threads must be at least 1 (0 means one per CPU)"),
         (compute.queue_size >= 0, "compute.queue_size must not be negative"),
         (compute.stream_window >= 1, "compute.stream_window must be at least 1 (0 means 2 x threads)"),

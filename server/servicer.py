@@ -22,6 +22,7 @@ from ekyc.quality.gate import QualityResult
 from ekyc.server.compute import ComputePool, DeadlineExpiredError, OverloadedError
 from ekyc.server.limits import RateLimitedError, RateLimiter, client_identity
 from ekyc.server.logs import log_event
+from ekyc.server.metrics import MetricsAggregator
 from ekyc.server.model import UnknownProfileError
 from ekyc.server.pipeline import LivenessPipeline, Verdict
 from ekyc.v1 import liveness_pb2 as pb
@@ -181,9 +182,14 @@ def _unary(method: str) -> Callable:
             except Exception as error:  # noqa: BLE001 - every error becomes a status
                 code, message = status_for(error)
                 internal = error if code == grpc.StatusCode.INTERNAL else None
-                _log_rpc(started, code, {**fields, "error": message}, internal)
+                latency_ms = _log_rpc(started, code, {**fields, "error": message}, internal)
+                self._observe(method, code, latency_ms)
                 context.abort(code, message)
-            _log_rpc(started, grpc.StatusCode.OK, {**fields, **extra})
+            latency_ms = _log_rpc(started, grpc.StatusCode.OK, {**fields, **extra})
+            # The score goes to the aggregated metrics only, never into a line with the request id.
+            score = response.liveness_score if _was_scored(response) else None
+            self._observe(method, grpc.StatusCode.OK, latency_ms, extra.get("decision"), extra.get("reasons", ()),
+                          extra.get("model_version"), score)
             return response
 
         return run
@@ -191,7 +197,12 @@ def _unary(method: str) -> Callable:
     return wrap
 
 
-def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: BaseException | None = None) -> None:
+def _was_scored(response) -> bool:
+    return isinstance(response, pb.VerifyResponse) and response.status == pb.VERIFY_STATUS_SUCCESS
+
+
+def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: BaseException | None = None) -> float:
+    """Write the RPC's one JSON log line; returns its latency in ms."""
     latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     log_event(
         "rpc",
@@ -201,6 +212,7 @@ def _log_rpc(started: float, code: grpc.StatusCode, fields: dict, error: BaseExc
         latency_ms=latency_ms,
         **fields,
     )
+    return latency_ms
 
 
 class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
@@ -213,12 +225,19 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         pipeline: LivenessPipeline | None = None,
         limiter: RateLimiter | None = None,
         max_stream_items: int = 0,
+        metrics: MetricsAggregator | None = None,
     ):
         self.compute = compute
         self.stream_window = max(1, stream_window)
         self.pipeline = pipeline
         self.limiter = limiter or RateLimiter(0, 1)
         self.max_stream_items = max_stream_items
+        self.metrics = metrics
+
+    def _observe(self, method: str, code: grpc.StatusCode, latency_ms: float | None = None, decision=None,
+                 reasons=(), model_version=None, score=None) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(method, code.name, latency_ms, decision, reasons, model_version, score)
 
     def _pipeline(self) -> LivenessPipeline:
         if self.pipeline is None:
@@ -296,6 +315,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                     break
                 kind = decision_of(response.result) if response.HasField("result") else "error"
                 counts[kind] = counts.get(kind, 0) + 1
+                self._observe_item(response)
                 yield response
         finally:
             stop.set()
@@ -304,6 +324,18 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
                 final_code = grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED
             _log_rpc(started, final_code, {"method": "VerifyStream", "items": counts,
                                            "model_version": pipeline.model_version})
+
+    def _observe_item(self, response: pb.VerifyStreamResponse) -> None:
+        if self.metrics is None:
+            return
+        if response.HasField("error"):
+            code = next((c for c in grpc.StatusCode if c.value[0] == response.error.code), grpc.StatusCode.UNKNOWN)
+            self._observe("VerifyStream", code)
+            return
+        result = response.result
+        reasons = [pb.QualityReason.Name(r).removeprefix("QUALITY_REASON_") for r in result.quality.reasons]
+        self._observe("VerifyStream", grpc.StatusCode.OK, None, decision_of(result), reasons, result.model_version,
+                      result.liveness_score if _was_scored(result) else None)
 
     def _admit_items(self, request_iterator, pipeline, pending, window, stop: threading.Event, context, client) -> None:
         """Reader thread: take a window permit, read one request, submit it to the pool and
