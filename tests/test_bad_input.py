@@ -42,10 +42,13 @@ def _save(image: Image.Image, fmt: str, **params) -> bytes:
 
 
 def _broken_huffman(jpeg: bytes) -> bytes:
+    """Every DHT segment's code-length counts set to 255: no valid Huffman table is left."""
     data = bytearray(jpeg)
-    start = data.find(b"\xff\xc4")  # the first DHT segment
-    for offset in range(start + 5, start + 21):  # its code-length counts
-        data[offset] = 0xFF
+    start = data.find(b"\xff\xc4")
+    while start != -1:
+        for offset in range(start + 5, start + 21):
+            data[offset] = 0xFF
+        start = data.find(b"\xff\xc4", start + 21)
     return bytes(data)
 
 

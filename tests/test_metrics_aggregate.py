@@ -74,6 +74,7 @@ def test_server_writes_aggregated_metrics_lines(face_jpeg):
         requests[(record["method"], record["code"])] = requests.get((record["method"], record["code"]), 0) + record["Requests"]
     assert requests[("Verify", "OK")] == 6 and requests[("Verify", "INVALID_ARGUMENT")] == 1
     assert requests[("CheckQuality", "OK")] == 1 and requests[("VerifyStream", "OK")] == 2
-    assert sum(r["Scored"] for r in _by_metric(records, "LivenessScore")) == 8
+    scored = [r["Scored"] for r in _by_metric(records, "LivenessScore")]
+    assert scored and all(count >= 5 for count in scored) and sum(scored) <= 8  # held back below 5
     rpc_lines = [entry for entry in log if entry.get("event") == "rpc"]
     assert all("liveness_score" not in json.dumps(entry) for entry in rpc_lines)
