@@ -60,10 +60,13 @@ def flat_image(value: int = 128, size=(480, 640)) -> bytes:
 
 
 def manifest_rows(split: str) -> list[dict]:
-    """Rows of the shared manifest whose subject is in ``split`` of the committed split file."""
-    subjects = set(json.loads(SPLIT_FILE.read_text())["subjects"][split])
-    with open(DATA_DIR / "manifest.csv", newline="") as handle:
-        return [row for row in csv.DictReader(handle) if row["subject"] in subjects]
+    """Rows of the shared manifest in ``split`` of the committed split file (the training
+    code's own assignment, which also splits the replay sets by person)."""
+    from ekyc.training.data import load_manifest, load_split, split_samples
+
+    samples = split_samples(load_manifest(DATA_DIR), load_split(SPLIT_FILE))[split]
+    return [{"path": s.path, "label": "spoof" if s.label else "live", "source": s.source, "subject": s.subject}
+            for s in samples]
 
 
 def start_server(**overrides):

@@ -21,6 +21,7 @@ def test_verify_on_the_test_split_meets_the_stated_accuracy(client):
     for row in rows:
         groups.setdefault((row["source"], row["label"]), []).append(row)
     assert {label for _, label in groups} == {"live", "spoof"}
+    assert {source for source, _ in groups} >= {"nuaa", "replay-b"}  # prints and replays both held out
     rng = random.Random(0)
     sample = [row for key in sorted(groups) for row in rng.sample(groups[key], min(PER_GROUP, len(groups[key])))]
     requests = (

@@ -1,12 +1,12 @@
 """Tests of the training pipeline (ekyc.training) and of the shipped liveness model.
 
-Data-free by default (synthetic manifests and images written to tmp_path); tests marked
-``data`` also run on the shared images when EKYC_DATA_DIR is set.
+Data-free by default (synthetic images written to tmp_path); tests marked ``data`` also run
+on the shared images when EKYC_DATA_DIR is set. Loaders and splits: test_training_data.py;
+calibration: test_training_calibration.py; the CLI end to end: test_training_pipeline.py.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from itertools import product
@@ -17,19 +17,7 @@ import pytest
 
 from ekyc.quality.faces import CropRule
 from ekyc.training import metrics
-from ekyc.training.data import (
-    LIVE,
-    SPOOF,
-    SPLITS,
-    DataError,
-    Sample,
-    ensure_split,
-    load_folder,
-    load_manifest,
-    load_split,
-    make_split,
-    split_samples,
-)
+from ekyc.training.data import LIVE, Sample, load_manifest, load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "liveness.onnx"
@@ -133,137 +121,7 @@ def test_metrics_reject_bad_input():
         metrics.eer([0.1], [0, 1])
 
 
-# --- data and splits -------------------------------------------------------------------------
-
-def _write_manifest(root: Path, n_subjects: int = 12, live_only: tuple[str, ...] = ()) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(1, n_subjects + 1):
-        subject = f"nuaa-{i:04d}"
-        for label in ("live", "spoof"):
-            if label == "spoof" and subject in live_only:
-                continue
-            for k in range(3):
-                rows.append([f"nuaa/{label}/{i:04d}/{k}.jpg", label, "print" if label == "spoof" else "",
-                             subject, "nuaa", "frame", ""])
-    for subject in ("replay-a", "replay-b"):
-        for label in ("live", "spoof"):
-            for k in range(4):
-                rows.append([f"replay/{subject}/{label}/{k}.jpg", label, "replay" if label == "spoof" else "",
-                             subject, subject, "face_crop", ""])
-    with open(root / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "attack", "subject", "source", "kind", "note"])
-        writer.writerows(rows)
-    return root
-
-
-def _check_split(split: dict, samples: list[Sample]) -> dict[str, list[Sample]]:
-    subjects = [set(split["subjects"][name]) for name in SPLITS]
-    for a in range(3):
-        for b in range(a + 1, 3):
-            assert not subjects[a] & subjects[b], "a subject is in two splits"
-    parts = split_samples(samples, split)
-    assert sum(len(p) for p in parts.values()) == len(samples)
-    for name, part in parts.items():
-        labels = {s.label for s in part}
-        assert labels == {LIVE, SPOOF}, f"{name} lacks a class"
-        per_subject = {}
-        for s in part:
-            per_subject.setdefault(s.subject, set()).add(name)
-        assert all(v == {name} for v in per_subject.values())
-    return parts
-
-
-def test_split_on_synthetic_manifest(tmp_path):
-    # four subjects without spoofs: some shuffles leave a split with one class, which must be retried
-    root = _write_manifest(tmp_path / "data", live_only=("nuaa-0001", "nuaa-0002", "nuaa-0003", "nuaa-0004"))
-    samples = load_manifest(root)
-    for seed in range(5):
-        split = make_split(samples, seed=seed)
-        _check_split(split, samples)
-        assert "replay-a" in split["subjects"]["train"] and "replay-b" in split["subjects"]["test"]
-        assert len(split["subjects"]["test"]) == 1 + 3 and len(split["subjects"]["val"]) == 2
-    assert make_split(samples, seed=3)["subjects"] == make_split(samples, seed=3)["subjects"]
-
-
-def test_split_file_is_reused_and_checked(tmp_path):
-    samples = load_manifest(_write_manifest(tmp_path / "data"))
-    path = tmp_path / "split.json"
-    first, created = ensure_split(samples, path, seed=1)
-    assert created and path.is_file()
-    again, created = ensure_split(samples, path, seed=99)
-    assert not created and again["subjects"] == first["subjects"]
-    assert load_split(path)["subjects"] == first["subjects"]
-    # a subject the split does not know is an error, not a silent leak into training
-    extra = samples + [Sample("x.jpg", LIVE, "", "someone-new", "nuaa", "frame")]
-    with pytest.raises(DataError, match="not in the split"):
-        split_samples(extra, first)
-    broken = dict(first, subjects={**first["subjects"], "val": first["subjects"]["train"][:1]})
-    path.write_text(json.dumps(broken))
-    with pytest.raises(DataError, match="is in"):
-        load_split(path)
-
-
-@needs_data
-@pytest.mark.data
-def test_committed_split_on_shared_data():
-    samples = load_manifest(DATA_DIR)
-    split = load_split(SPLIT_FILE)
-    parts = _check_split(split, samples)
-    assert {s.attack for s in parts["test"] if s.label == SPOOF} == {"print", "replay"}
-    for name in SPLITS:
-        assert split["counts"][name]["live"] == sum(s.label == LIVE for s in parts[name])
-
-
-def test_load_folder_subjects(tmp_path):
-    from PIL import Image
-
-    img = Image.new("RGB", (8, 8))
-    for rel in ("live/alice/1.jpg", "live/alice/2.png", "spoof/alice/3.jpg", "live/bob.jpg", "spoof/x.txt",
-                "Data/test/10001/live/a.png", "Data/test/10001/spoof/b.jpg", "other/c.jpg"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".txt"):
-            (tmp_path / rel).write_text("not an image")
-        else:
-            img.save(tmp_path / rel)
-    samples = load_folder(tmp_path, attack="print")
-    by_path = {s.path: s for s in samples}
-    assert set(by_path) == {"live/alice/1.jpg", "live/alice/2.png", "spoof/alice/3.jpg", "live/bob.jpg",
-                            "Data/test/10001/live/a.png", "Data/test/10001/spoof/b.jpg"}
-    # CelebA-Spoof style: <subject>/live|spoof/<image>
-    assert by_path["Data/test/10001/spoof/b.jpg"].subject == "10001"
-    assert by_path["Data/test/10001/spoof/b.jpg"].label == SPOOF
-    assert by_path["spoof/alice/3.jpg"].subject == "alice" and by_path["spoof/alice/3.jpg"].label == SPOOF
-    assert by_path["spoof/alice/3.jpg"].attack == "print" and by_path["live/alice/1.jpg"].attack == ""
-    assert by_path["live/bob.jpg"].subject == "bob"
-    with pytest.raises(DataError):
-        load_folder(tmp_path / "missing")
-
-
 # --- crops -----------------------------------------------------------------------------------
-
-def test_crop_cache_fallbacks_without_faces(tmp_path):
-    """No face: a face_crop image becomes its own face box, a frame is skipped and counted."""
-    from PIL import Image
-
-    from ekyc.quality.faces import Face, crop_face
-    from ekyc.training.crops import NO_FACE, WHOLE_IMAGE, CropCache, build_crops, load_crop
-
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (60, 40, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(tmp_path / "a.png")
-    Image.fromarray(pixels).save(tmp_path / "b.png")
-    samples = [Sample("a.png", LIVE, "", "s1", "t", "face_crop"), Sample("b.png", SPOOF, "print", "s2", "t", "frame")]
-    rule = CropRule()
-    cache = CropCache.for_data(tmp_path, rule, tmp_path / "cache")
-    counts = build_crops(samples, tmp_path, cache, progress=False)
-    assert counts == {WHOLE_IMAGE: 1, NO_FACE: 1}
-    usable = cache.usable(samples)
-    assert [s.path for s, _ in usable] == ["a.png"]
-    expected = crop_face(pixels, Face(0, 0, 40, 60, 0.0), rule)
-    assert np.array_equal(load_crop(usable[0][1]), expected)
-
 
 @pytest.fixture(scope="module")
 def real_crops(tmp_path_factory):
@@ -274,7 +132,7 @@ def real_crops(tmp_path_factory):
 
     samples = load_manifest(DATA_DIR)
     picked = [s for s in samples if s.kind == "frame"][::400][:4] + [s for s in samples if s.kind == "face_crop"][::300][:4]
-    cache = CropCache.for_data(DATA_DIR, CropRule(), tmp_path_factory.mktemp("crops"))
+    cache = CropCache.for_data(DATA_DIR, TINY, tmp_path_factory.mktemp("crops"))
     build_crops(picked, DATA_DIR, cache, progress=False)
     items = cache.usable(picked)
     return picked, cache, load_crops([p for _, p in items])
@@ -290,17 +148,20 @@ def test_cached_crops_are_the_server_crops(real_crops):
 
     picked, cache, crops = real_crops
     frames = [(s, p) for s, p in cache.usable(picked) if s.kind == "frame"]
-    assert frames and crops.shape[1:] == (128, 128, 3)
+    assert frames and crops.shape[1:] == (64, 64, 3)
     with FaceDetector(FaceDetectorOptions(model_path=DEFAULT_DETECTOR)) as detector:
         for sample, path in frames:
             rgb = decode_image((Path(DATA_DIR) / sample.path).read_bytes(), 40_000_000)
             faces = detector.detect(rgb)
-            assert np.array_equal(load_crop(path), crop_face(rgb, faces[0], CropRule()))
+            assert np.array_equal(load_crop(path), crop_face(rgb, faces[0], TINY))
 
 
 # --- training, export, evaluation ------------------------------------------------------------
 
-def _synthetic_crops(n: int, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+TINY = CropRule(size=64)  # the tiny training/export tests run at 64 px: 4x cheaper than 128
+
+
+def _synthetic_crops(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Smooth gradients ("live", 0) versus coarse noise ("spoof", 1), uint8 NHWC."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -367,7 +228,8 @@ def tiny_run(tmp_path_factory):
     x_val, y_val = _synthetic_crops(16, seed=2)
     train_items = _write_items(root / "train", x_train, y_train, "t")
     val_items = _write_items(root / "val", x_val, y_val, "v")
-    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_per_group=0, patience=1, seed=0, warmup_epochs=0)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_per_group=0, patience=1, seed=0, warmup_epochs=0,
+                         synth_ratio=0.0)
     # the same initial weights train() starts from (same seed, same construction order)
     seed_everything(config.seed)
     torch.set_num_threads(2)
@@ -393,15 +255,54 @@ def test_one_epoch_lowers_the_loss(tiny_run):
 
 
 def test_augmentation_keeps_shape_and_changes_pixels():
-    from ekyc.training.train import AugmentConfig, augment_crop
+    from ekyc.training.augment import AugmentConfig, augment_crop
 
     crops, _ = _synthetic_crops(4)
     rng = np.random.default_rng(0)
     out = [augment_crop(c, rng, AugmentConfig()) for c in crops for _ in range(3)]
     assert all(o.shape == crops[0].shape and o.dtype == np.uint8 for o in out)
     assert any(not np.array_equal(o, crops[i // 3]) for i, o in enumerate(out))
-    still = AugmentConfig(flip_p=0, rescale_p=0, jitter_p=0, jpeg_p=0, shift=0, scale=0)
+    still = AugmentConfig(flip_p=0, geometry_p=0, rescale_p=0, blur_p=0, jitter_p=0, noise_p=0, jpeg_p=0)
     assert np.array_equal(augment_crop(crops[0], rng, still), crops[0])
+
+
+def test_attack_synthesis_leaves_its_cues():
+    from ekyc.training.augment import synthesize, synthesize_print, synthesize_replay
+
+    crops, _ = _synthetic_crops(2)
+    live = crops[0]
+    printed = synthesize_print(live, np.random.default_rng(1))
+    replayed = synthesize_replay(live, np.random.default_rng(1))
+    for out in (printed, replayed):
+        assert out.shape == live.shape and out.dtype == np.uint8 and not np.array_equal(out, live)
+    # a print loses colour and dynamic range: less saturation, no pure black or white
+    def saturation(x):
+        x = x.astype(float)
+        return float(np.mean(x.max(-1) - x.min(-1)))
+    assert saturation(printed) < saturation(live)
+    # same seed, same spoof; the attack name says it is synthetic
+    a, name = synthesize(live, np.random.default_rng(3))
+    b, _ = synthesize(live, np.random.default_rng(3))
+    assert np.array_equal(a, b) and name in ("synthetic-print", "synthetic-replay")
+
+
+@pytest.mark.parametrize("architecture", ["mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0"])
+def test_every_backbone_builds_and_exports_with_dynamic_batch(architecture, tmp_path):
+    import torch
+
+    from ekyc.training.export import export_onnx, parity
+    from ekyc.training.model import build_model
+
+    torch.manual_seed(0)
+    net = build_model(architecture, pretrained=architecture == "mobilenet_v2").eval()
+    crops, _ = _synthetic_crops(3, size=64)
+    out = export_onnx(net, tmp_path / f"{architecture}.onnx", 64)
+    assert parity(net, out, crops) < 1e-4
+    import onnx
+
+    graph = onnx.load(str(out))
+    assert graph.opset_import[0].version == 17
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
 
 
 def test_export_parity_and_runtime_load(tiny_run, real_crops, tmp_path):
@@ -410,12 +311,12 @@ def test_export_parity_and_runtime_load(tiny_run, real_crops, tmp_path):
     from ekyc.training.model import load_checkpoint
 
     model, _ = load_checkpoint(tiny_run["summary"]["checkpoint"])
-    out = export_onnx(model, tmp_path / "m.onnx", 128)
+    out = export_onnx(model, tmp_path / "m.onnx", TINY.size)
     assert out.stat().st_size <= MAX_MODEL_BYTES
     crops = real_crops[2] if real_crops is not None else tiny_run["x_val"]
     assert len(crops) >= 4
     assert parity(model, out, crops) < 1e-4
-    write_metadata(out, model, CropRule(), threshold=0.5)
+    write_metadata(out, model, TINY, threshold=0.5)
     runtime = LivenessModel(out)
     scores = runtime.score(crops)
     assert scores.shape == (len(crops),)
@@ -432,22 +333,38 @@ def test_evaluate_scores_through_the_runtime(tiny_run, tmp_path):
     from ekyc.training.model import load_checkpoint
 
     model, _ = load_checkpoint(tiny_run["summary"]["checkpoint"])
-    out = export_onnx(model, tmp_path / "m.onnx", 128)
-    write_metadata(out, model, CropRule(), threshold=0.5)
+    out = export_onnx(model, tmp_path / "m.onnx", TINY.size)
+    write_metadata(out, model, TINY, threshold=0.5)
     # a crop cache whose index points at the generated validation crops
-    cache = CropCache.for_data(tmp_path, CropRule(), tmp_path / "cache")
+    cache = CropCache.for_data(tmp_path, TINY, tmp_path / "cache")
     x_val, y_val = tiny_run["x_val"], tiny_run["y_val"]
     items = _write_items(cache.root / "images", x_val, y_val, "e")
     rows = {s.path: {"path": s.path, "status": "ok", "file": p.relative_to(cache.root).as_posix()} for s, p in items}
     samples = [s for s, _ in items] + [Sample("noface.jpg", LIVE, "", "e9", "synthetic", "frame")]
     rows["noface.jpg"] = {"path": "noface.jpg", "status": "no_face"}
     cache.write_index(rows)
-    report = evaluate(out, samples, cache, report_path=tmp_path / "report.json")
+    report = evaluate(out, samples, cache, report_path=tmp_path / "report.json", n_boot=50,
+                      plots_dir=tmp_path / "plots", markdown_path=tmp_path / "report.md",
+                      history=[{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_eer": 0.3}])
     assert report["n_scored"] == len(items) and report["n_without_crop"] == 1
     m = report["overall"]
     assert m["n_live"] == int((y_val == 0).sum()) and m["n_spoof"] == int((y_val == 1).sum())
     assert 0.0 <= m["auc"] <= 1.0 and 0.0 <= m["eer"] <= 1.0
     assert json.loads((tmp_path / "report.json").read_text())["overall"]["bpcer"] == m["bpcer"]
+    # ISO metrics per attack type with intervals, at the (single) metadata threshold
+    at = report["at_profiles"]["default"]
+    assert at["threshold"] == 0.5 and set(at["apcer_by_attack"]) == {"print"}
+    assert at["bpcer"]["n"] == m["n_live"] and len(at["bpcer"]["wilson"]) == 2 and len(at["bpcer"]["boot"]) == 2
+    for key in ("auc", "eer", "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct", "apcer_at_bpcer_5pct", "ci"):
+        assert key in report["by_attack"]["print"]
+    assert report["baselines"]["overall"]["best"]["feature"] in ("brightness", "contrast", "saturation", "laplacian_var")
+    assert set(report["stress"]) >= {"resolution_64px", "jpeg_q40"}
+    assert report["slices"]["subject"] and "lighting (measured)" in report["slices"]
+    assert set(report["plots"]) == {"det", "scores", "confusion", "band", "loss"}
+    for path in report["plots"].values():
+        assert Path(path).stat().st_size < 200_000
+    text = (tmp_path / "report.md").read_text()
+    assert "BPCER@APCER=1 %" in text and "![det](plots/" in text
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
@@ -461,6 +378,9 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--threshold", "0.5"]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "none.onnx"), str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
 
 
 # --- the shipped model ---------------------------------------------------------------------
@@ -472,37 +392,67 @@ def test_shipped_model_loads_with_server_metadata():
     assert SHIPPED.is_file(), "models/liveness.onnx is missing"
     assert SHIPPED.stat().st_size <= MAX_MODEL_BYTES
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    for key in ("version", "crop", "threshold"):
+    for key in ("version", "crop", "threshold", "profiles", "default_profile"):
         assert key in meta
     assert isinstance(meta["version"], str) and meta["version"]
-    assert 0.0 <= meta["threshold"] <= 1.0
-    assert CropRule.from_dict(meta["crop"]) == CropRule()  # the server's default crop
-    assert meta["onnx"]["sha256"] == sha256_file(SHIPPED)
+    rule = CropRule.from_dict(meta["crop"])
+    assert meta["input"]["shape"] == ["N", rule.size, rule.size, 3]
+    assert meta["onnx"]["sha256"] == sha256_file(SHIPPED) and meta["onnx"]["opset"] == 17
     model = LivenessModel(SHIPPED)
-    assert model.crop_rule == CropRule() and model.metadata.threshold == meta["threshold"]
+    assert model.crop_rule == rule and model.metadata.threshold == meta["threshold"]
     # parity of the shipped file with the PyTorch scores recorded at export time
     probe = meta["parity_probe"]
     scores = model.score(probe_batch(probe["size"], probe["n"]))
     assert np.max(np.abs(scores - np.array(probe["torch_spoof_probability"]))) < 1e-4
     assert np.all((scores >= 0) & (scores <= 1))
+    assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["parity"]["crops"].startswith("real")
+
+
+def test_shipped_model_profiles_follow_the_contract():
+    meta = json.loads(SHIPPED.with_suffix(".json").read_text())
+    profiles = meta["profiles"]
+    assert set(profiles) == {"strict", "balanced", "lenient"} and meta["default_profile"] == "balanced"
+    assert meta["threshold"] == profiles["balanced"]["threshold"]
+    targets = {"strict": "APCER<=1%", "lenient": "BPCER<=1%"}
+    for name, p in profiles.items():
+        assert {"threshold", "target", "val_apcer", "val_bpcer", "review_band"} <= set(p)
+        assert 0.0 <= p["threshold"] <= 1.0 and 0.0 <= p["val_apcer"] <= 1.0 and 0.0 <= p["val_bpcer"] <= 1.0
+        if name in targets:
+            assert p["target"] == targets[name]
+        if p["review_band"] is not None:
+            lo, hi = p["review_band"]
+            assert 0.0 <= lo <= p["threshold"] <= hi <= 1.0
+    assert profiles["strict"]["val_apcer"] <= 0.01 and profiles["lenient"]["val_bpcer"] <= 0.01
+    assert profiles["strict"]["threshold"] <= profiles["balanced"]["threshold"] <= profiles["lenient"]["threshold"]
 
 
 def test_shipped_model_metadata_describes_test_metrics():
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    test = meta["test_metrics"]["overall"]
-    for key in ("auc", "eer", "apcer_by_attack", "bpcer", "bpcer_at_apcer_1pct"):
-        assert key in test
-    assert meta["test_metrics"]["threshold"] == meta["threshold"]
+    test = meta["test_metrics"]
+    assert test["default_profile"] == meta["default_profile"] and test["threshold"] == meta["threshold"]
+    for key in ("auc", "eer", "bpcer", "bpcer_at_apcer_1pct", "ci"):
+        assert key in test["overall"]
+    for attack in ("print", "replay"):
+        entry = test["by_attack"][attack]
+        assert {"auc", "bpcer_at_apcer_1pct", "ci"} <= set(entry)
+    for name in ("strict", "balanced", "lenient"):
+        assert set(test["at_profiles"][name]["apcer_by_attack"]) == {"print", "replay"}
     assert set(meta["split"]["subjects"]["test"]) == set(load_split(SPLIT_FILE)["subjects"]["test"])
+    assert meta["latency"]["threads"] == 1 and meta["latency"]["median_ms"] <= 5.0
 
 
 @needs_data
 @pytest.mark.data
-def test_shipped_model_separates_real_crops(real_crops):
-    """Sanity, not a benchmark: on real crops the shipped model's scores are valid and not constant."""
+def test_shipped_model_separates_real_crops(real_crops, tmp_path):
+    """Sanity, not a benchmark: on real crops (cut with the shipped model's own crop rule) the
+    scores are valid and not constant."""
     from ekyc.server.model import LivenessModel
+    from ekyc.training.crops import CropCache, build_crops, load_crops
 
-    picked, cache, crops = real_crops
-    scores = LivenessModel(SHIPPED).score(crops)
-    assert scores.shape == (len(crops),) and np.all(np.isfinite(scores))
+    model = LivenessModel(SHIPPED)
+    picked = real_crops[0]
+    cache = CropCache.for_data(DATA_DIR, model.crop_rule, tmp_path / "cache")
+    build_crops(picked, DATA_DIR, cache, progress=False)
+    scores = model.score(load_crops([p for _, p in cache.usable(picked)]))
+    assert scores.shape[0] >= 6 and np.all(np.isfinite(scores))
     assert np.ptp(scores) > 1e-3

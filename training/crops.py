@@ -4,7 +4,15 @@ Layout: ``<cache_root>/<rule>/<data-id>/index.csv`` plus ``images/<id>.png`` (lo
 the cached crop is bit-identical to what ``crop_face`` returned). ``<rule>`` names the
 ``CropRule`` (``s128-x1.2``); ``<data-id>`` is the data directory's name and a hash of its
 absolute path, so two data sets never share entries. The cache is incremental: samples
-already in the index are not processed again.
+already in the index are not processed again, and a new crop rule reuses the face boxes
+another rule's cache of the same data already found (the detector does not depend on the
+rule), so only decoding and cropping run again.
+
+Only ``ok`` crops (the largest face MediaPipe found, as in the server) are used by default:
+an image without a detected face never reaches the model in the server (``NO_FACE``), so
+training on or scoring such images would describe a path that does not exist. The
+fallbacks (``whole_image`` for tight face-crop images, ``dataset_box`` for CelebA-Spoof's
+``*_BB.txt`` boxes) are recorded and can be asked for (``usable(..., fallback=True)``).
 """
 
 from __future__ import annotations
@@ -27,12 +35,15 @@ DEFAULT_DETECTOR = PROJECT_ROOT / "models" / "face_landmarker.task"
 MAX_PIXELS = 40_000_000
 
 # Status of one sample in the index.
-OK = "ok"  # largest detected face, cropped
+OK = "ok"  # largest detected face, cropped (the served path)
 WHOLE_IMAGE = "whole_image"  # a face_crop image with no detection: the whole image is the face box
-NO_FACE = "no_face"  # a frame with no detection: skipped
+DATASET_BOX = "dataset_box"  # no detection, the data set's own box (CelebA-Spoof *_BB.txt)
+NO_FACE = "no_face"  # a frame with no detection and no box: skipped
 UNREADABLE = "unreadable"  # decoding failed: skipped
-USABLE = frozenset({OK, WHOLE_IMAGE})
-INDEX_COLUMNS = ("path", "status", "file", "x", "y", "width", "height", "score", "faces", "detail")
+SERVED = frozenset({OK})
+USABLE = frozenset({OK, WHOLE_IMAGE, DATASET_BOX})
+INDEX_COLUMNS = ("path", "status", "file", "x", "y", "width", "height", "score", "faces",
+                 "image_width", "image_height", "detail")
 
 
 def rule_name(rule) -> str:
@@ -79,15 +90,29 @@ class CropCache:
     def crop_file(self, sample_path: str) -> Path:
         return self.root / "images" / (hashlib.sha1(sample_path.encode()).hexdigest()[:20] + ".png")
 
-    def usable(self, samples: list[Sample]) -> list[tuple[Sample, Path]]:
-        """The samples that have a cached crop, with the crop's file."""
+    def usable(self, samples: list[Sample], fallback: bool = False) -> list[tuple[Sample, Path]]:
+        """The samples that have a cached crop, with the crop's file.
+
+        Default: detected faces only (what the server scores); ``fallback`` adds the
+        whole-image and data-set-box crops.
+        """
         index = self.read_index()
+        allowed = USABLE if fallback else SERVED
         out = []
         for s in samples:
             row = index.get(s.path)
-            if row and row["status"] in USABLE:
+            if row and row["status"] in allowed and row.get("file"):
                 out.append((s, self.root / row["file"]))
         return out
+
+    def rows(self, samples: list[Sample]) -> list[dict | None]:
+        index = self.read_index()
+        return [index.get(s.path) for s in samples]
+
+    def sibling_indexes(self) -> list[Path]:
+        """Index files of other crop rules for the same data (their face boxes are reusable)."""
+        crops_root = self.root.parent.parent
+        return [p for p in sorted(crops_root.glob(f"*/{self.root.name}/index.csv")) if p != self.index_path]
 
 
 def load_crop(path: Path) -> np.ndarray:
@@ -102,18 +127,73 @@ def load_crops(paths: list[Path]) -> np.ndarray:
     return np.stack([load_crop(p) for p in paths]) if paths else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def crop_sample(rgb: np.ndarray, sample: Sample, detector, rule) -> tuple[str, np.ndarray | None, object, int]:
-    """(status, crop or None, face box used, number of faces detected) for one decoded image."""
-    from ekyc.quality.faces import Face, crop_face
+def dataset_face(sample: Sample, width: int, height: int):
+    """The data set's own face box (CelebA-Spoof ``bbox_224``) in image pixels, or None."""
+    from ekyc.quality.faces import Face
+
+    box = sample.meta.get("bbox_224")
+    if not box:
+        return None
+    sx, sy = width / 224.0, height / 224.0
+    x, y = int(round(box[0] * sx)), int(round(box[1] * sy))
+    w, h = int(round(box[2] * sx)), int(round(box[3] * sy))
+    x, y = max(0, min(x, width - 1)), max(0, min(y, height - 1))
+    w, h = max(1, min(w, width - x)), max(1, min(h, height - y))
+    return Face(x, y, w, h, float(box[4]) if len(box) > 4 else 0.0)
+
+
+def face_for(rgb: np.ndarray, sample: Sample, detector) -> tuple[str, object, int]:
+    """(status, face box or None, number of faces detected) for one decoded image."""
+    from ekyc.quality.faces import Face
 
     faces = detector.detect(rgb)
     if faces:
-        return OK, crop_face(rgb, faces[0], rule), faces[0], len(faces)
+        return OK, faces[0], len(faces)
+    height, width = rgb.shape[:2]
+    box = dataset_face(sample, width, height)
+    if box is not None:
+        return DATASET_BOX, box, 0
     if sample.kind == "face_crop":
-        height, width = rgb.shape[:2]
-        face = Face(0, 0, width, height, 0.0)
-        return WHOLE_IMAGE, crop_face(rgb, face, rule), face, 0
-    return NO_FACE, None, None, 0
+        return WHOLE_IMAGE, Face(0, 0, width, height, 0.0), 0
+    return NO_FACE, None, 0
+
+
+def crop_sample(rgb: np.ndarray, sample: Sample, detector, rule) -> tuple[str, np.ndarray | None, object, int]:
+    """(status, crop or None, face box used, number of faces detected) for one decoded image."""
+    from ekyc.quality.faces import crop_face
+
+    status, face, n_faces = face_for(rgb, sample, detector)
+    crop = crop_face(rgb, face, rule) if face is not None else None
+    return status, crop, face, n_faces
+
+
+class _KnownBoxes:
+    """A detector stand-in that answers from boxes another crop rule's cache already holds."""
+
+    def __init__(self, rows: dict[str, dict], detector_factory):
+        self.rows = rows
+        self._factory = detector_factory
+        self._detector = None
+
+    def face_for(self, rgb: np.ndarray, sample: Sample):
+        from ekyc.quality.faces import Face
+
+        row = self.rows.get(sample.path)
+        if row and row.get("status") in (OK, WHOLE_IMAGE, DATASET_BOX, NO_FACE) and (
+            row["status"] == NO_FACE or row.get("width")
+        ):
+            if row["status"] == NO_FACE:
+                return NO_FACE, None, 0
+            face = Face(int(row["x"]), int(row["y"]), int(row["width"]), int(row["height"]),
+                        float(row.get("score") or 0.0))
+            return row["status"], face, int(row.get("faces") or 0)
+        if self._detector is None:
+            self._detector = self._factory()
+        return face_for(rgb, sample, self._detector)
+
+    def close(self):
+        if self._detector is not None:
+            self._detector.close()
 
 
 def build_crops(
@@ -132,13 +212,21 @@ def build_crops(
     from ekyc.quality.errors import InvalidImageError
     from ekyc.quality.faces import FaceDetector, FaceDetectorOptions
 
+    from ekyc.quality.faces import crop_face
+
     data_dir = Path(data_dir)
     index = cache.read_index()
     todo = [s for s in samples if s.path not in index]
     (cache.root / "images").mkdir(parents=True, exist_ok=True)
     if todo:
+        known: dict[str, dict] = {}
+        for other in cache.sibling_indexes():
+            with open(other, newline="", encoding="utf-8") as handle:
+                for row in csv.DictReader(handle):
+                    known.setdefault(row["path"], row)
         options = FaceDetectorOptions(model_path=Path(detector_path), min_confidence=min_confidence)
-        with FaceDetector(options) as detector:
+        boxes = _KnownBoxes(known, lambda: FaceDetector(options))
+        try:
             for n, s in enumerate(tqdm(todo, desc="crops", unit="img", disable=not progress, file=sys.stderr)):
                 row = {"path": s.path}
                 try:
@@ -146,17 +234,28 @@ def build_crops(
                 except (OSError, InvalidImageError) as exc:
                     row.update(status=UNREADABLE, detail=str(exc))
                 else:
-                    status, crop, face, n_faces = crop_sample(rgb, s, detector, cache.rule)
-                    row.update(status=status, faces=n_faces)
+                    status, face, n_faces = boxes.face_for(rgb, s)
+                    row.update(status=status, faces=n_faces, image_width=rgb.shape[1], image_height=rgb.shape[0])
                     if face is not None:
                         row.update(x=face.x, y=face.y, width=face.width, height=face.height, score=f"{face.score:.4f}")
-                    if crop is not None:
                         target = cache.crop_file(s.path)
-                        Image.fromarray(crop).save(target)
+                        Image.fromarray(crop_face(rgb, face, cache.rule)).save(target)
                         row["file"] = target.relative_to(cache.root).as_posix()
                 index[s.path] = row
                 if n % 500 == 499:
                     cache.write_index(index)
+        finally:
+            boxes.close()
+        cache.write_index(index)
+    missing_size = [s for s in samples if s.path in index and not index[s.path].get("image_width")
+                    and index[s.path]["status"] != UNREADABLE]
+    if missing_size:  # an index written before sizes were recorded: read them from the headers
+        from PIL import ImageOps
+
+        for s in missing_size:
+            with Image.open(data_dir / s.path) as image:
+                width, height = ImageOps.exif_transpose(image).size if image.getexif().get(0x0112, 1) != 1 else image.size
+            index[s.path].update(image_width=width, image_height=height)
         cache.write_index(index)
     return Counter(index[s.path]["status"] for s in samples)
 

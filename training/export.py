@@ -2,7 +2,15 @@
 
 The graph takes ``image``: float32 (N, S, S, 3) RGB in 0..255 (N dynamic) and returns
 ``spoof_probability``: (N,). Normalisation and the sigmoid are inside the graph, so the
-server only decodes, detects, crops and casts.
+server only decodes, detects, crops and casts: there is no preprocessing for training and
+serving to disagree on.
+
+The metadata (``<model>.json``) is the server's contract: ``version``, ``crop``
+(``CropRule.to_dict()``), ``threshold`` (= the default profile's), ``profiles``
+(``strict``/``balanced``/``lenient``: threshold, target, val_apcer, val_bpcer, review_band)
+and ``default_profile``; plus the ONNX file's ``onnx.sha256`` (``publish`` and
+``ekyc.server.model_store`` verify downloads against it), the input spec, licences, a parity
+probe and the training/validation record.
 """
 
 from __future__ import annotations
@@ -20,8 +28,15 @@ from ekyc.training.model import SpoofProbability
 INPUT_NAME = "image"
 OUTPUT_NAME = "spoof_probability"
 OPSET = 17
-MAX_MODEL_BYTES = 15 * 1024 * 1024
+# fp32 MobileNetV2 is 9 MB, EfficientNet-B0 16 MB: every supported backbone must fit.
+MAX_MODEL_BYTES = 20 * 1024 * 1024
 DEFAULT_VERSION = "liveness-mnv2-128-v1"
+SHORT_NAMES = {"mobilenet_v3_small": "mnv3s", "mobilenet_v2": "mnv2", "efficientnet_b0": "effb0"}
+
+
+def default_version(architecture: str, size: int, scale: float, tag: str = "v2") -> str:
+    """``liveness-<arch>-<size>-x<scale>-<tag>``, e.g. ``liveness-mnv2-128-x1.2-v2``."""
+    return f"liveness-{SHORT_NAMES.get(architecture, architecture)}-{size}-x{scale:g}-{tag}"
 
 LICENCE_NOTES = {
     "model": "Apache-2.0 (the weights trained by this project, as the rest of the project)",
@@ -115,19 +130,32 @@ def write_metadata(
     onnx_path: Path | str,
     net: torch.nn.Module,
     crop_rule,
-    threshold: float,
+    threshold: float | None = None,
     version: str = DEFAULT_VERSION,
     extra: dict | None = None,
+    profiles: dict | None = None,
+    default_profile: str = "balanced",
 ) -> Path:
-    """Write ``<model>.json`` next to the ONNX file: everything the server and a reader need."""
+    """Write ``<model>.json`` next to the ONNX file: everything the server and a reader need.
+
+    With ``profiles`` (``ekyc.training.calibrate.metadata_profiles``) the top-level
+    ``threshold`` is the default profile's; without, ``threshold`` must be given.
+    """
     onnx_path = Path(onnx_path)
     size = crop_rule.size
     probe = probe_batch(size)
+    if profiles:
+        if default_profile not in profiles:
+            raise ValueError(f"default profile {default_profile!r} is not among {sorted(profiles)}")
+        threshold = profiles[default_profile]["threshold"]
+    if threshold is None:
+        raise ValueError("a threshold or profiles are needed")
     metadata = {
         "version": version,
         "crop": crop_rule.to_dict(),
         "threshold": float(min(1.0, max(0.0, threshold))),
-        "decision": "spoof iff spoof_probability >= threshold",
+        "decision": "spoof iff spoof_probability >= threshold; with a profile's review_band [lo, hi], "
+        "lo <= spoof_probability < hi is UNCERTAIN (human review)",
         "input": {
             "name": INPUT_NAME,
             "shape": ["N", size, size, 3],
@@ -151,6 +179,9 @@ def write_metadata(
         },
         **(extra or {}),
     }
+    if profiles:
+        metadata["profiles"] = profiles
+        metadata["default_profile"] = default_profile
     path = onnx_path.with_suffix(".json")
     path.write_text(json.dumps(metadata, indent=2) + "\n")
     return path
@@ -162,3 +193,28 @@ def update_metadata(onnx_path: Path | str, **fields) -> Path:
     metadata.update(fields)
     path.write_text(json.dumps(metadata, indent=2) + "\n")
     return path
+
+
+def latency_ms(onnx_path: Path | str, size: int, threads: int = 1, n: int = 200, warmup: int = 20) -> dict:
+    """Per-crop latency of one-crop calls on ``threads`` ONNX Runtime threads (the server's setting)."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    crop = probe_batch(size, 1).astype(np.float32)
+    for _ in range(warmup):
+        session.run([OUTPUT_NAME], {INPUT_NAME: crop})
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: crop})
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times = np.sort(np.asarray(times))
+    return {"threads": threads, "n": n, "median_ms": float(np.median(times)), "p90_ms": float(np.quantile(times, 0.9)),
+            "min_ms": float(times[0])}

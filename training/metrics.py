@@ -8,7 +8,13 @@ Conventions used everywhere in this project:
   the reported ``apcer`` is the worst type's (ISO/IEC 30107-3 "APCER_PAIS max");
 * BPCER: share of live presentations rejected as spoofs;
 * ACER = (max APCER + BPCER) / 2 (kept for comparison with papers; ISO discourages it);
-* EER: where APCER (over all attacks pooled) equals BPCER on the candidate thresholds.
+* EER: where APCER (over all attacks pooled) equals BPCER on the candidate thresholds;
+* BPCER@APCER=x: the lowest BPCER at a threshold whose APCER is at most x (APCER@BPCER=x
+  likewise), threshold-free summaries of the DET curve;
+* confidence intervals: Wilson for a rate at a fixed threshold (treats images as
+  independent, which neighbouring video frames are not: optimistic), and a cluster bootstrap
+  that resamples whole recordings/frame blocks within subject x label (honest about the
+  correlation, wide when there are few clusters).
 
 Candidate thresholds are the midpoints between adjacent distinct scores, plus the lowest
 score (everything rejected) and just above the highest (everything accepted), so every
@@ -88,16 +94,10 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     scores, labels = _arrays(scores, labels)
     _need_both(labels)
     # Mann-Whitney U with average ranks for ties.
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < scores.size:
-        j = i
-        while j + 1 < scores.size and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    unique, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average_rank = ends - (counts - 1) / 2.0  # 1-based average rank of each distinct value
+    ranks = average_rank[inverse]
     n_pos = int(np.sum(labels == 1))
     n_neg = scores.size - n_pos
     u = ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2.0
@@ -150,7 +150,10 @@ def pad_metrics(
         e, t = eer(scores, labels)
         b1, t1 = bpcer_at_apcer(scores, labels, 0.01)
         b5, t5 = bpcer_at_apcer(scores, labels, 0.05)
+        a5, ta5 = apcer_at_bpcer(scores, labels, 0.05)
         report.update(
+            apcer_at_bpcer_5pct=a5,
+            apcer_at_bpcer_5pct_threshold=ta5,
             auc=roc_auc(scores, labels),
             eer=e,
             eer_threshold=t,
@@ -160,3 +163,90 @@ def pad_metrics(
             bpcer_at_apcer_5pct_threshold=t5,
         )
     return report
+
+
+def apcer_at_bpcer(scores: Sequence[float], labels: Sequence[int], target: float) -> tuple[float, float]:
+    """(lowest APCER with BPCER <= target, its threshold), APCER over all attacks pooled."""
+    scores, labels = _arrays(scores, labels)
+    _need_both(labels)
+    thresholds = candidate_thresholds(scores)
+    apcers, bpcers = _rates(scores, labels, thresholds)
+    ok = np.flatnonzero(bpcers <= target + 1e-12)
+    # the highest candidate always has BPCER 0; APCER falls as the threshold falls
+    best = int(ok[0])
+    return float(apcers[best]), float(thresholds[best])
+
+
+def det_points(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, APCER, BPCER) at every candidate threshold, thresholds ascending."""
+    scores, labels = _arrays(scores, labels)
+    _need_both(labels)
+    thresholds = candidate_thresholds(scores)
+    apcers, bpcers = _rates(scores, labels, thresholds)
+    return thresholds, apcers, bpcers
+
+
+def rates_by_attack(
+    scores: Sequence[float], labels: Sequence[int], attacks: Sequence[str], thresholds: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({attack: APCER at each threshold}, BPCER at each threshold)."""
+    scores, labels = _arrays(scores, labels)
+    attacks = np.asarray([a or "unknown" for a in attacks], dtype=object)
+    live = np.sort(scores[labels == 0])
+    bpcers = 1.0 - np.searchsorted(live, thresholds, side="left") / max(live.size, 1)
+    out = {}
+    for name in sorted(set(attacks[labels == 1].tolist())):
+        spoof = np.sort(scores[(labels == 1) & (attacks == name)])
+        out[name] = np.searchsorted(spoof, thresholds, side="left") / max(spoof.size, 1)
+    return out, bpcers
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95 % by default); (nan, nan) when n == 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cluster_bootstrap(
+    statistic,
+    clusters: Sequence[str],
+    strata: Sequence[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, int]:
+    """Percentile interval of ``statistic(indices)`` over resamples of whole clusters.
+
+    Clusters (e.g. one recording session, or a block of consecutive video frames) are drawn
+    with replacement within each stratum (e.g. subject x label), so every resample keeps the
+    design's composition; images inside a cluster are nearly copies of each other and are
+    never treated as independent. Resamples where the statistic is undefined (nan) are
+    dropped; returns (low, high, resamples used).
+    """
+    clusters = np.asarray(clusters, dtype=object)
+    strata = np.asarray(strata if strata is not None else ["all"] * len(clusters), dtype=object)
+    rng = np.random.default_rng(seed)
+    groups = []  # per stratum: list of index arrays, one per cluster
+    for stratum in sorted(set(strata.tolist())):
+        in_stratum = strata == stratum
+        members = [np.flatnonzero(in_stratum & (clusters == c)) for c in sorted(set(clusters[in_stratum].tolist()))]
+        groups.append(members)
+    values = []
+    for _ in range(n_boot):
+        parts = []
+        for members in groups:
+            picks = rng.integers(0, len(members), size=len(members))
+            parts.extend(members[i] for i in picks)
+        indices = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        value = statistic(indices)
+        if value is not None and np.isfinite(value):
+            values.append(float(value))
+    if not values:
+        return math.nan, math.nan, 0
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha)), len(values)
