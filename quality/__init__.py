@@ -1,8 +1,17 @@
-"""Image decoding, face detection, the face-crop rule and the quality gate."""
+"""Image decoding, face detection, face landmarks, the face-crop rule and the quality gate."""
 
 from ekyc.quality.decode import decode_image
 from ekyc.quality.errors import EkycError, ImageDecodeError, ImageTooLargeError, InvalidImageError
-from ekyc.quality.faces import CropRule, Face, FaceDetector, FaceDetectorOptions, FaceDetectorPool, crop_face
+from ekyc.quality.faces import (
+    CropRule,
+    Face,
+    FaceDetector,
+    FaceDetectorOptions,
+    FaceDetectorPool,
+    crop_face,
+    plan_tiles,
+    search_faces,
+)
 from ekyc.quality.gate import (
     QualityGate,
     QualityGateOptions,
@@ -10,8 +19,10 @@ from ekyc.quality.gate import (
     QualityResult,
     QualityScores,
     QualityThresholds,
+    SearchOptions,
     assess_quality,
 )
+from ekyc.quality.landmarks import FaceLandmarker, FaceLandmarkerPool, FaceLandmarks, HeadPose
 
 __all__ = [
     "CropRule",
@@ -20,6 +31,10 @@ __all__ = [
     "FaceDetector",
     "FaceDetectorOptions",
     "FaceDetectorPool",
+    "FaceLandmarker",
+    "FaceLandmarkerPool",
+    "FaceLandmarks",
+    "HeadPose",
     "ImageDecodeError",
     "ImageTooLargeError",
     "InvalidImageError",
@@ -29,7 +44,10 @@ __all__ = [
     "QualityResult",
     "QualityScores",
     "QualityThresholds",
+    "SearchOptions",
     "assess_quality",
     "crop_face",
     "decode_image",
+    "plan_tiles",
+    "search_faces",
 ]

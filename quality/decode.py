@@ -10,24 +10,25 @@ from PIL import Image, ImageOps
 
 from ekyc.quality.errors import ImageDecodeError, ImageTooLargeError
 
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG"})
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+EXIF_ORIENTATION = 0x0112
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB ``uint8`` array of shape (H, W, 3).
+    """Decode JPEG, PNG or WebP bytes to an RGB ``uint8`` array of shape (H, W, 3).
 
     EXIF orientation is applied, so boxes refer to the image as a person sees it.
     The pixel count is checked from the header, before the pixels are decoded,
     so a small file that declares a huge image is refused cheaply.
     """
     if not data:
-        raise ImageDecodeError("image is empty: send the JPEG or PNG file's bytes")
+        raise ImageDecodeError("image is empty: send the JPEG, PNG or WebP file's bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=sorted(SUPPORTED_FORMATS))
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError("image is not a JPEG or PNG file") from None
+        raise ImageDecodeError("image is not a JPEG or PNG file (nor WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError("image declares more pixels than the server accepts") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -41,7 +42,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         )
     try:
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # Only a non-default orientation needs a transposed copy (saves a full-frame copy).
+        if image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
+            image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"image is corrupt or truncated: {exc}") from None

@@ -10,7 +10,7 @@ class InvalidImageError(EkycError):
 
 
 class ImageDecodeError(InvalidImageError):
-    """The bytes are not a decodable JPEG/PNG image."""
+    """The bytes are not a decodable JPEG, PNG or WebP image."""
 
 
 class ImageTooLargeError(InvalidImageError):
