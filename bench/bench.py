@@ -87,7 +87,7 @@ def stage_breakdown(pipeline, images: list[bytes]) -> dict:
         t0 = time.perf_counter()
         rgb = pipeline.gate.decode(image)
         stages = {"decode": (time.perf_counter() - t0) * 1000.0}
-        result = pipeline.gate.assess(rgb, timings=stages)
+        result = pipeline.gate.assess(rgb, timings=stages, stage_detail=True)
         if result.face is None:
             continue
         t1 = time.perf_counter()

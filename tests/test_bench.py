@@ -26,5 +26,5 @@ def test_bench_quick_reports_every_figure(tmp_path):
         "cold_start_s", "server_rss_mb", "grpc_overhead_p50_ms",
     ):
         assert isinstance(entry[key], (int, float)) and entry[key] == entry[key], key  # a number, not NaN
-    assert set(entry["stages_ms"]) == {"decode", "detect", "quality", "crop", "model"}
+    assert set(entry["stages_ms"]) == {"decode", "detect", "landmarks", "quality", "crop", "model"}
     assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"]
