@@ -19,23 +19,14 @@ is left in the cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from ekyc.server.model import ModelLoadError
+from ekyc.server.model import ModelLoadError, sha256_file
 
 DEFAULT_CACHE = Path("~/.cache/ekyc/models")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

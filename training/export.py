@@ -15,7 +15,6 @@ probe and the training/validation record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ekyc.server.model import sha256_file
 from ekyc.training.model import SpoofProbability
 
 INPUT_NAME = "image"
@@ -46,14 +46,6 @@ LICENCE_NOTES = {
     "public demo replay sets with no licence stated: the terms under which the weights may be used "
     "commercially are unclear; see models/liveness.md",
 }
-
-
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe_batch(size: int = 128, n: int = 4) -> np.ndarray:
