@@ -121,6 +121,7 @@ class ServerProcess:
         )
         self.port = 0
         self.log: list[dict] = []
+        self.stderr_lines: list[str] = []
 
     def wait_serving(self, timeout: float = 60.0) -> "ServerProcess":
         """Read JSON log lines until 'serving'; fail if the process ends first."""
@@ -142,6 +143,7 @@ class ServerProcess:
             if entry["event"] == "listening":
                 self.port = entry["port"]
             if entry["event"] == "serving":
+                self._start_draining()
                 return self
         raise AssertionError(f"server did not start: {self.process.stderr.read() if self.process.poll() is not None else 'timeout'}")
 
@@ -149,9 +151,29 @@ class ServerProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def _start_draining(self) -> None:
+        """Keep reading stdout (and stderr) so that the server never blocks on a full pipe."""
+        import threading
+
+        def drain_stdout():
+            for line in self.process.stdout:
+                if line.strip():
+                    self.log.append(json.loads(line))
+
+        def drain_stderr():
+            for line in self.process.stderr:
+                self.stderr_lines.append(line)
+
+        self._drainers = [threading.Thread(target=drain_stdout, daemon=True),
+                          threading.Thread(target=drain_stderr, daemon=True)]
+        for thread in self._drainers:
+            thread.start()
+
     def rest_of_log(self, timeout: float = 30.0) -> list[dict]:
-        out, _ = self.process.communicate(timeout=timeout)
-        self.log.extend(json.loads(line) for line in out.splitlines() if line.strip())
+        """Wait for the process to end and return every JSON log line it wrote."""
+        self.process.wait(timeout=timeout)
+        for thread in getattr(self, "_drainers", []):
+            thread.join(timeout)
         return self.log
 
     def close(self) -> None:
