@@ -234,6 +234,11 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         self.max_stream_items = max_stream_items
         self.metrics = metrics
 
+    def _rate_limit(self, context: grpc.ServicerContext) -> None:
+        # Identifying the client hashes its key: skip it on the hot path when limits are off.
+        if self.limiter.enabled:
+            self.limiter.check(client_identity(context))
+
     def _observe(self, method: str, code: grpc.StatusCode, latency_ms: float | None = None, decision=None,
                  reasons=(), model_version=None, score=None) -> None:
         if self.metrics is not None:
@@ -249,7 +254,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         _check_well_formed(request)
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
-        self.limiter.check(client_identity(context))
+        self._rate_limit(context)
         result = self.compute.run(pipeline.check_quality, request.image, deadline=_deadline(context))
         response = pb.CheckQualityResponse(quality=quality_report(result), request_id=request.request_id)
         return response, {
@@ -262,7 +267,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         _check_well_formed(request)
         _check_request_id(request.request_id)
         pipeline = self._pipeline()
-        self.limiter.check(client_identity(context))
+        self._rate_limit(context)
         pipeline.profile(request.profile)  # an unknown profile fails before any work
         verdict = self.compute.run(
             pipeline.verify, request.image, _quality_enabled(request), request.profile, deadline=_deadline(context)
@@ -290,7 +295,7 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         pending: queue.SimpleQueue = queue.SimpleQueue()
         stop = threading.Event()
         context.add_callback(stop.set)
-        client = client_identity(context)
+        client = client_identity(context) if self.limiter.enabled else ""
         reader = threading.Thread(
             target=self._admit_items, args=(request_iterator, pipeline, pending, window, stop, context, client),
             daemon=True, name="stream-reader",

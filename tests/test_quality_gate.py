@@ -275,6 +275,11 @@ def test_new_thresholds_and_sections_come_from_config_and_env(tmp_path):
         ("[quality]\nmin_sharpness = nan\n", "nan"),
         ("[quality]\nmin_sharpness = true\n", "number"),
         ("[landmarks]\nmin_presence_confidence = 1.5\n", "min_presence_confidence"),
+        ("[quality]\nmin_sharpnes = 3\n", "unknown key"),
+        ("[qualty]\nmin_sharpness = 3\n", "unknown section"),
+        ("[quality]\nmin_brightness = 250\n", "below"),
+        ("[quality]\nmin_sharpness = 'x'\n", "number"),
+        ("not toml = = =", "TOML"),
     ],
 )
 def test_bad_quality_config_is_a_clear_error(tmp_path, text, words):
