@@ -22,7 +22,7 @@ from ekyc.quality.gate import (
     SearchOptions,
     assess_quality,
 )
-from ekyc.quality.landmarks import FaceLandmarker, FaceLandmarkerPool, FaceLandmarks, HeadPose
+from ekyc.quality.landmarks import FaceLandmarks, FaceMesh, HeadPose
 
 __all__ = [
     "CropRule",
@@ -31,9 +31,8 @@ __all__ = [
     "FaceDetector",
     "FaceDetectorOptions",
     "FaceDetectorPool",
-    "FaceLandmarker",
-    "FaceLandmarkerPool",
     "FaceLandmarks",
+    "FaceMesh",
     "HeadPose",
     "ImageDecodeError",
     "ImageTooLargeError",

@@ -15,6 +15,9 @@ import numpy as np
 
 DETECTOR_MEMBER = "face_detector.tflite"
 
+# A raw detection: x0, y0, x1, y1, score, and the eye keypoints (right x, y, left x, y) or None.
+Box = tuple[float, float, float, float, float, "tuple[float, float, float, float] | None"]
+
 
 @dataclass(frozen=True)
 class Face:
@@ -22,7 +25,9 @@ class Face:
 
     ``bounds`` is the detector's box (x0, y0, x1, y1) before it was clipped to the image: it
     reaches past the border when the face is cut off (MediaPipe itself clips the left/top
-    edges at 0). It is not part of equality.
+    edges at 0). ``eyes`` is BlazeFace's eye keypoints (right x, y, left x, y; the subject's
+    right eye is on the image's left in an unmirrored photo), which orient the landmark
+    model's crop. Neither is part of equality.
     """
 
     x: int
@@ -31,6 +36,7 @@ class Face:
     height: int
     score: float
     bounds: tuple[float, float, float, float] | None = field(default=None, compare=False, repr=False)
+    eyes: tuple[float, float, float, float] | None = field(default=None, compare=False, repr=False)
 
     @property
     def area(self) -> int:
@@ -80,18 +86,25 @@ class FaceDetector:
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
 
-    def detect_boxes(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
-        """The detector's raw boxes (x0, y0, x1, y1, score) in pixels of ``rgb``, unclipped."""
+    def detect_boxes(self, rgb: np.ndarray) -> list[Box]:
+        """The detector's raw boxes (x0, y0, x1, y1, score, eyes) in pixels of ``rgb``, unclipped;
+        ``eyes`` is (right x, y, left x, y) or None."""
         import mediapipe as mp
 
+        height, width = rgb.shape[:2]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         boxes = []
         for detection in self._detector.detect(image).detections:
             box = detection.bounding_box
             score = detection.categories[0].score if detection.categories else 0.0
+            points = detection.keypoints or []
+            eyes = (
+                (points[0].x * width, points[0].y * height, points[1].x * width, points[1].y * height)
+                if len(points) >= 2 else None
+            )
             boxes.append(
                 (float(box.origin_x), float(box.origin_y), float(box.origin_x + box.width),
-                 float(box.origin_y + box.height), float(score))
+                 float(box.origin_y + box.height), float(score), eyes)
             )
         return boxes
 
@@ -107,13 +120,13 @@ class FaceDetector:
         self.close()
 
 
-def clip_box(box: tuple[float, float, float, float, float], width: int, height: int) -> Face | None:
-    bx0, by0, bx1, by1, score = box
+def clip_box(box: Box, width: int, height: int) -> Face | None:
+    bx0, by0, bx1, by1, score, eyes = box
     x0, y0 = max(0, int(bx0)), max(0, int(by0))
     x1, y1 = min(width, int(bx1)), min(height, int(by1))
     if x1 <= x0 or y1 <= y0:
         return None
-    return Face(x0, y0, x1 - x0, y1 - y0, float(score), bounds=(bx0, by0, bx1, by1))
+    return Face(x0, y0, x1 - x0, y1 - y0, float(score), bounds=(bx0, by0, bx1, by1), eyes=eyes)
 
 
 # BlazeFace short range (128 px input, letterboxed) finds a face reliably when the face's box
@@ -179,7 +192,7 @@ def boxes_overlap(a: tuple, b: tuple) -> bool:
     return inter / small >= 0.7 and small * 4.0 >= large
 
 
-def merge_boxes(boxes: list[tuple[float, float, float, float, float]]) -> list[tuple]:
+def merge_boxes(boxes: list[Box]) -> list[Box]:
     """Keep boxes in the given order (priority), dropping any that is one face with a kept one."""
     kept: list[tuple] = []
     for box in boxes:
@@ -193,7 +206,7 @@ def search_faces(
     rgb: np.ndarray,
     min_face_px: float,
     max_tiles: int,
-    full_frame: list[tuple[float, float, float, float, float]] | None = None,
+    full_frame: list[Box] | None = None,
 ) -> list[Face]:
     """Faces down to ``min_face_px`` wide: the full frame, then tiles where the frame is large
     (see plan_tiles); boxes merged with the full frame's first. Largest first.
@@ -216,13 +229,15 @@ def search_faces(
             sx, sy = tw / float(size[0]), th / float(size[1])
         else:
             sx = sy = 1.0
-        for bx0, by0, bx1, by1, score in detector.detect_boxes(tile):
+        for bx0, by0, bx1, by1, score, eyes in detector.detect_boxes(tile):
             bx0, bx1, by0, by1 = bx0 * sx, bx1 * sx, by0 * sy, by1 * sy
             if (x > 0 and bx0 <= edge) or (y > 0 and by0 <= edge):
                 continue
             if (x + tw < width and bx1 >= tw - edge) or (y + th < height and by1 >= th - edge):
                 continue
-            found.append((bx0 + x, by0 + y, bx1 + x, by1 + y, score))
+            if eyes is not None:
+                eyes = (eyes[0] * sx + x, eyes[1] * sy + y, eyes[2] * sx + x, eyes[3] * sy + y)
+            found.append((bx0 + x, by0 + y, bx1 + x, by1 + y, score, eyes))
     found.sort(key=lambda b: b[4], reverse=True)
     faces = [face for face in (clip_box(b, width, height) for b in merge_boxes(boxes + found)) if face]
     faces.sort(key=lambda f: f.area, reverse=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ekyc.quality.decode import decode_image
 from ekyc.quality.faces import RELIABLE_FACE_SHARE, Face, FaceDetectorOptions, FaceDetectorPool, clip_box, search_faces
-from ekyc.quality.landmarks import FaceLandmarkerPool, FaceLandmarks
+from ekyc.quality.landmarks import FaceLandmarks, FaceMesh
 from ekyc.quality.measures import (
     SHARPNESS_SIDE,
     border_margin,
@@ -293,9 +293,9 @@ class SearchOptions:
     second_face_tiles_min_side: int = 1000
     landmarks: bool = True
     landmarker_model: Path | None = None
-    landmarker_min_detection_confidence: float = 0.3
     landmarker_min_presence_confidence: float = 0.5
     max_confirmations: int = 4
+    upright_check_below_score: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -309,8 +309,9 @@ class QualityGateOptions:
     search: SearchOptions = SearchOptions()
 
     @classmethod
-    def from_sections(cls, sections: dict, default_detector: Path) -> "QualityGateOptions":
-        """Parse the config sections; raises ValueError naming the bad key."""
+    def from_sections(cls, sections: dict, default_detector: Path, default_face_mesh: Path | None = None) -> "QualityGateOptions":
+        """Parse the config sections; raises ValueError naming the bad key. The face mesh
+        models default to the ``face_mesh`` folder beside the detector's bundle."""
         quality = dict(sections["quality"])
         detector = dict(sections["detector"])
         landmarks = dict(sections.get("landmarks", {}))
@@ -332,18 +333,20 @@ class QualityGateOptions:
                 detector, "detector", "second_face_tiles_min_side", int, SearchOptions.second_face_tiles_min_side, 0
             ),
             landmarks=_flag(landmarks, "landmarks", "enabled", True),
-            landmarker_model=Path(landmarks["path"]) if landmarks.get("path") else default_detector,
-            landmarker_min_detection_confidence=_number(
-                landmarks, "landmarks", "min_detection_confidence", float, SearchOptions.landmarker_min_detection_confidence, 0.0
+            landmarker_model=(
+                Path(landmarks["path"]) if landmarks.get("path")
+                else default_face_mesh or Path(default_detector).parent / "face_mesh"
             ),
             landmarker_min_presence_confidence=_number(
                 landmarks, "landmarks", "min_presence_confidence", float, SearchOptions.landmarker_min_presence_confidence, 0.0
             ),
             max_confirmations=_number(landmarks, "landmarks", "max_confirmations", int, SearchOptions.max_confirmations, 1),
+            upright_check_below_score=_number(
+                landmarks, "landmarks", "upright_check_below_score", float, SearchOptions.upright_check_below_score, 0.0
+            ),
         )
-        for key in ("min_detection_confidence", "min_presence_confidence"):
-            if not 0.0 < getattr(search, f"landmarker_{key}") < 1.0:
-                raise ValueError(f"landmarks.{key} must be within (0, 1)")
+        if not 0.0 < search.landmarker_min_presence_confidence < 1.0:
+            raise ValueError("landmarks.min_presence_confidence must be within (0, 1)")
         return cls(path, confidence, max_pixels, thresholds, search)
 
 
@@ -402,8 +405,9 @@ def _landmarks_fit(landmarks: FaceLandmarks, face: Face) -> bool:
 
 
 class QualityGate:
-    """Face search + landmarks + measures + thresholds; thread-safe (pools of detectors and
-    landmarkers, one per worker thread); a context manager."""
+    """Face search + landmarks + measures + thresholds; thread-safe (a pool of detectors, one
+    per worker thread, and one face mesh, whose ONNX Runtime sessions are thread-safe); a
+    context manager."""
 
     def __init__(self, options: QualityGateOptions, pool_size: int = 1):
         self.options = options
@@ -411,15 +415,10 @@ class QualityGate:
         self._detectors = FaceDetectorPool(
             FaceDetectorOptions(options.detector_model, options.min_detection_confidence), size=self._pool_size
         )
-        self._landmarkers: FaceLandmarkerPool | None = None
+        self._landmarkers: FaceMesh | None = None
         if options.search.landmarks:
             try:
-                self._landmarkers = FaceLandmarkerPool(
-                    options.search.landmarker_model,
-                    self._pool_size,
-                    options.search.landmarker_min_detection_confidence,
-                    options.search.landmarker_min_presence_confidence,
-                )
+                self._landmarkers = FaceMesh(options.search.landmarker_model, options.search.landmarker_min_presence_confidence)
             except BaseException:
                 self._detectors.close()
                 raise
@@ -459,7 +458,10 @@ class QualityGate:
         def confirm(face: Face) -> FaceLandmarks | None:
             started = time.perf_counter()
             budget[0] -= 1
-            found = self._landmarkers.measure(rgb, face)
+            # The eye keypoints of a box the detector is unsure of can point anywhere (a logo's
+            # windows one above the other), and a crop turned by them can make the landmark
+            # model see a face: such a box must hold a face in an upright crop too.
+            found = self._landmarkers.measure(rgb, face, check_upright=face.score < search.upright_check_below_score)
             spent[0] += time.perf_counter() - started
             if found is None or not _landmarks_fit(found, face):
                 rejected.append(face)
@@ -498,14 +500,14 @@ class QualityGate:
                     main = faces[0] if faces else None
                 elif main is None:
                     main, landmarks = first_confirmed(faces)
-        others: list[Face] = []
-        for face in faces if main is not None else []:
-            if _same(face, main) or any(_same(face, r) for r in rejected):
-                continue
-            if self._landmarkers is not None and face.area >= ratio * main.area and budget[0] > 0:
-                if confirm(face) is None:
-                    continue  # a false detection
-            others.append(face)
+            others: list[Face] = []
+            for face in faces if main is not None else []:
+                if _same(face, main) or any(_same(face, r) for r in rejected):
+                    continue
+                if self._landmarkers is not None and face.area >= ratio * main.area and budget[0] > 0:
+                    if confirm(face) is None:
+                        continue  # a false detection
+                others.append(face)
         result = ([main] if main is not None else []) + _by_area(others)
         if unconfirmed is not None:
             unconfirmed.extend(_by_area(rejected))
@@ -541,9 +543,9 @@ class QualityGate:
         return result
 
     def warm_up(self) -> None:
-        """Run every detector and landmarker once on a real portrait (matplotlib's public-domain
-        sample, when installed), so that the first requests pay no lazy start-up: MediaPipe
-        allocates the landmark and blendshape models' buffers on the first face it sees."""
+        """Run every detector and the face mesh once on a real portrait (matplotlib's public-domain
+        sample, when installed), so that the first requests pay no lazy start-up (MediaPipe and
+        ONNX Runtime allocate their buffers on the first call)."""
         portrait = _warm_up_portrait()
         blank = np.full((240, 320, 3), 128, dtype=np.uint8)
         detectors = [self._detectors._free.get() for _ in range(self._pool_size)]
@@ -561,13 +563,7 @@ class QualityGate:
         if portrait is not None:
             found = self._detectors.detect(portrait)
             face = found[0] if found else face
-        landmarkers = [self._landmarkers._free.get() for _ in range(self._pool_size)]
-        try:
-            for landmarker in landmarkers:
-                landmarker.measure(portrait if portrait is not None else blank, face)
-        finally:
-            for landmarker in landmarkers:
-                self._landmarkers._free.put(landmarker)
+        self._landmarkers.measure(portrait if portrait is not None else blank, face)
 
     def close(self) -> None:
         self._detectors.close()

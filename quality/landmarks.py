@@ -1,32 +1,34 @@
-"""Face landmarks, head pose and eye state from MediaPipe Face Landmarker, run on a face crop.
+"""Face landmarks, head pose and eye state from MediaPipe's face mesh models, run directly.
 
-The landmarker runs in IMAGE mode on a square crop around a face that BlazeFace already
-found (never on the full frame): its own detector then sees one large face, and its cost does
-not depend on the frame size. Everything it returns is mapped back to pixels of the image.
+The models are MediaPipe Face Landmarker's own (landmarks: 478 points; blendshapes: 52
+expression scores), converted once to ONNX (scripts/convert_face_mesh.py, models/face_mesh/)
+and run by ONNX Runtime on the face that BlazeFace already found. MediaPipe's FaceLandmarker
+task would first run its own face detector again and costs 8 ms per face on one core here;
+the two models alone cost about 5.5 ms. What the task adds is re-implemented here, as its
+source does it: the crop (the detector box x 1.5, turned so that the eyes are level), the
+projection of the landmarks back to the image, the blendshape model's input (146 of the
+points, in pixels) and the head pose (a weighted Procrustes fit of MediaPipe's canonical face
+mesh to the landmarks). tests/test_face_mesh.py checks all of it against MediaPipe's
+FaceLandmarker on real faces.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import zipfile
-from contextlib import contextmanager
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
 from ekyc.quality.faces import Face
 
-LANDMARKER_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
-
-# The crop handed to the landmarker: a square of CROP_SCALE x the face box's longer side,
-# centred on the box, padded with black outside the image, resized to at most CROP_SIDE.
-CROP_SCALE = 2.0
-CROP_SIDE = 256
-
+FACE_MESH_FILES = ("face_landmarks.onnx", "face_blendshapes.onnx", "geometry_pipeline_metadata_landmarks.binarypb")
+# The landmark model's input side (pixels) and the crop around the detector's box (MediaPipe's
+# FaceDetectorGraph: RectTransformationCalculator scale 1.5 x 1.5 around the box's centre).
+INPUT_SIDE = 256
+ROI_SCALE = 1.5
 # Landmark indices of MediaPipe's 478-point face mesh (subject's right eye = image left on
 # an unmirrored photo). Contours are listed in polygon order.
 RIGHT_EYE = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
@@ -45,21 +47,30 @@ SKIN_POINTS = (205, 425, 151)
 
 
 class LandmarkerModelError(ValueError):
-    """The landmarker bundle is missing or incomplete."""
+    """The face mesh models are missing or unusable."""
 
 
-def load_landmarker_model(path: Path) -> bytes:
-    """Return the bytes of a Face Landmarker .task bundle, checking that it has every model."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"face landmarker model not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise LandmarkerModelError(f"{path} is not a Face Landmarker .task bundle")
-    with zipfile.ZipFile(path) as bundle:
-        missing = [m for m in LANDMARKER_MEMBERS if m not in bundle.namelist()]
-    if missing:
-        raise LandmarkerModelError(f"{path} lacks {', '.join(missing)}: a Face Landmarker .task bundle is needed")
-    return path.read_bytes()
+# Points the blendshape model reads, in this order (MediaPipe face_blendshapes_graph.cc).
+BLENDSHAPE_POINTS = (
+    0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65, 66, 67, 70, 78,
+    80, 81, 82, 84, 87, 88, 91, 93, 95, 103, 105, 107, 109, 127, 132, 133, 136, 144, 145, 146, 148, 149, 150, 152,
+    153, 154, 155, 157, 158, 159, 160, 161, 162, 163, 168, 172, 173, 176, 178, 181, 185, 191, 195, 197, 234, 246,
+    249, 251, 263, 267, 269, 270, 276, 282, 283, 284, 285, 288, 291, 293, 295, 296, 297, 300, 308, 310, 311, 312,
+    314, 317, 318, 321, 323, 324, 332, 334, 336, 338, 356, 361, 362, 365, 373, 374, 375, 377, 378, 379, 380, 381,
+    382, 384, 385, 386, 387, 388, 389, 390, 397, 398, 400, 402, 405, 409, 415, 454, 466, 468, 469, 470, 471, 472,
+    473, 474, 475, 476, 477,
+)
+BLENDSHAPE_NAMES = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
 
 
 @dataclass(frozen=True)
@@ -122,116 +133,205 @@ def pose_from_matrix(matrix: np.ndarray) -> HeadPose:
     return HeadPose(yaw, pitch, roll)
 
 
-def face_crop_square(face: Face, scale: float = CROP_SCALE) -> tuple[float, float, float]:
-    """(x0, y0, side) of the square crop around ``face`` that the landmarker sees."""
-    side = max(face.width, face.height) * scale
-    cx = face.x + face.width / 2.0
-    cy = face.y + face.height / 2.0
-    return cx - side / 2.0, cy - side / 2.0, side
+def read_canonical_face(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices (468, 3), basis ids, basis weights) from MediaPipe's serialised
+    GeometryPipelineMetadata (geometry_pipeline_metadata.proto, mesh_3d.proto):
+    ``canonical_mesh = 1`` (Mesh3d: ``vertex_buffer = 3``, 5 floats x y z u v per vertex) and
+    ``procrustes_landmark_basis = 2`` (``landmark_id = 1``, ``weight = 2``). Decoding these few
+    fields by hand spares the service MediaPipe's .proto files."""
+
+    def fields(buffer: bytes):
+        position = 0
+        while position < len(buffer):
+            key, position = _varint(buffer, position)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, position = _varint(buffer, position)
+            elif wire == 1:
+                value, position = buffer[position : position + 8], position + 8
+            elif wire == 2:
+                size, position = _varint(buffer, position)
+                value, position = buffer[position : position + size], position + size
+            elif wire == 5:
+                value, position = buffer[position : position + 4], position + 4
+            else:
+                raise LandmarkerModelError(f"unexpected protobuf wire type {wire} in the face geometry metadata")
+            yield number, wire, value
+
+    vertex_buffer: list[float] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    for number, wire, value in fields(data):
+        if number == 1 and wire == 2:
+            for mesh_number, mesh_wire, mesh_value in fields(value):
+                if mesh_number == 3 and mesh_wire == 2:  # packed floats
+                    vertex_buffer.extend(struct.unpack(f"<{len(mesh_value) // 4}f", mesh_value))
+                elif mesh_number == 3 and mesh_wire == 5:
+                    vertex_buffer.append(struct.unpack("<f", mesh_value)[0])
+        elif number == 2 and wire == 2:
+            ref = {n: v for n, _, v in fields(value)}
+            ids.append(int(ref.get(1, 0)))
+            weights.append(struct.unpack("<f", ref[2])[0] if 2 in ref else 0.0)
+    if not vertex_buffer or len(vertex_buffer) % 5 or not ids:
+        raise LandmarkerModelError("the face geometry metadata has no canonical mesh or landmark basis")
+    vertices = np.asarray(vertex_buffer, dtype=np.float64).reshape(-1, 5)[:, :3]
+    return vertices, np.asarray(ids, dtype=np.int64), np.asarray(weights, dtype=np.float64)
 
 
-# Faces the landmarker looks for in a crop: the crop can hold a neighbour's face too (a person
-# behind), and the landmarker's own detector may list it first; measure() keeps the one that
-# is centred on the box it was given.
-CROP_FACES = 2
+def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if position >= len(buffer):
+            raise LandmarkerModelError("truncated face geometry metadata")
+        byte = buffer[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
 
 
-class FaceLandmarker:
-    """One MediaPipe FaceLandmarker (IMAGE mode, blendshapes + matrix). Not re-entrant."""
+def fit_rotation(canonical: np.ndarray, observed: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The rotation (3x3) of the weighted similarity fit canonical -> observed (Umeyama):
+    MediaPipe's geometry pipeline solves the same weighted orthogonal Procrustes problem."""
+    w = weights / weights.sum()
+    mean_c = w @ canonical
+    mean_o = w @ observed
+    covariance = (observed - mean_o).T @ ((canonical - mean_c) * w[:, None])
+    u, _, vt = np.linalg.svd(covariance)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
 
-    def __init__(self, model_bytes: bytes, min_detection_confidence: float = 0.3, min_presence_confidence: float = 0.5):
-        from mediapipe.tasks.python import BaseOptions, vision
 
-        self._landmarker = vision.FaceLandmarker.create_from_options(
-            vision.FaceLandmarkerOptions(
-                base_options=BaseOptions(model_asset_buffer=model_bytes),
-                running_mode=vision.RunningMode.IMAGE,
-                num_faces=CROP_FACES,
-                min_face_detection_confidence=min_detection_confidence,
-                min_face_presence_confidence=min_presence_confidence,
-                output_face_blendshapes=True,
-                output_facial_transformation_matrixes=True,
+@dataclass(frozen=True)
+class Roi:
+    """The landmark model's crop: centre and size in pixels, rotation in radians (clockwise in
+    the image, the angle of the line from the right eye to the left eye)."""
+
+    cx: float
+    cy: float
+    width: float
+    height: float
+    rotation: float
+
+    @classmethod
+    def around(cls, face: Face, orient: bool = True) -> "Roi":
+        """MediaPipe's face ROI: the detector's (unclipped) box x ROI_SCALE, eyes level (upright
+        when ``orient`` is false or the face has no eye keypoints)."""
+        x0, y0, x1, y1 = face.bounds if face.bounds is not None else (
+            face.x, face.y, face.x + face.width, face.y + face.height)
+        cx, cy, width, height = (x0 + x1) / 2.0, (y0 + y1) / 2.0, x1 - x0, y1 - y0
+        rotation = 0.0
+        if face.eyes is not None:
+            rx, ry, lx, ly = face.eyes
+            rotation = math.atan2(ly - ry, lx - rx) if orient else 0.0
+            if x0 <= 0 or y0 <= 0:
+                # MediaPipe moves a box that crosses the image's left or top edge inside it, and
+                # the crop would miss the face: place it from the eyes instead (on BlazeFace's
+                # square boxes the eyes' midpoint is 0.24 x the side above the centre and the
+                # eyes are 0.43 x the side apart, medians over 500 NUAA and photo faces).
+                side = max(width, height, math.hypot(lx - rx, ly - ry) / 0.43)
+                mx, my = (rx + lx) / 2.0, (ry + ly) / 2.0
+                cx = mx if x0 <= 0 else cx
+                cy = my + 0.24 * side if y0 <= 0 else cy
+                width = height = side
+        return cls(cx, cy, width * ROI_SCALE, height * ROI_SCALE, rotation)
+
+    def axes(self) -> np.ndarray:
+        """2x2: image pixels per unit of the crop's normalised x and y (columns)."""
+        cos, sin = math.cos(self.rotation), math.sin(self.rotation)
+        return np.array([[cos * self.width, -sin * self.height], [sin * self.width, cos * self.height]])
+
+    def crop(self, rgb: np.ndarray, side: int = INPUT_SIDE) -> np.ndarray:
+        """The ROI resampled to side x side (bilinear, border replicated), uint8."""
+        axes = self.axes() / side
+        # Output pixel (u, v) samples the image at centre + axes @ ((u, v) + 0.5 - side / 2),
+        # in OpenCV's convention (pixel centres at integers).
+        offset = np.array([self.cx, self.cy]) - axes @ np.array([side / 2.0 - 0.5, side / 2.0 - 0.5]) - 0.5
+        matrix = np.hstack([axes, offset[:, None]])
+        return cv2.warpAffine(
+            rgb, matrix, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    def project(self, normalized: np.ndarray) -> np.ndarray:
+        """Landmarks normalised to the crop (x, y in 0..1, z scaled like x) -> image pixels."""
+        points = np.empty_like(normalized, dtype=np.float32)
+        points[:, :2] = (normalized[:, :2] - 0.5) @ self.axes().T + (self.cx, self.cy)
+        points[:, 2] = normalized[:, 2] * self.width
+        return points
+
+
+class FaceMesh:
+    """MediaPipe's face landmark and blendshape models on ONNX Runtime, plus the canonical
+    face for head pose. Thread-safe (ONNX Runtime sessions are); a context manager."""
+
+    def __init__(self, model_dir: Path, min_presence_confidence: float = 0.5, intra_op_threads: int = 1):
+        import onnxruntime as ort
+
+        model_dir = Path(model_dir)
+        missing = [name for name in FACE_MESH_FILES if not (model_dir / name).is_file()]
+        if missing:
+            raise LandmarkerModelError(
+                f"{model_dir} lacks {', '.join(missing)}: a face mesh folder made by scripts/convert_face_mesh.py is needed"
             )
-        )
-
-    def measure(self, rgb: np.ndarray, face: Face) -> FaceLandmarks | None:
-        """Landmarks of ``face`` (a box in ``rgb``), or None when the landmarker finds no face there."""
-        import mediapipe as mp
-
-        x0, y0, side = face_crop_square(face)
-        size = int(min(CROP_SIDE, max(32, round(side))))
-        scale = size / side
-        # One affine warp crops, pads (black) and resizes in a single uint8 pass.
-        warp = np.float32([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]])
-        crop = cv2.warpAffine(rgb, warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        result = self._landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=crop))
-        if not result.face_landmarks:
-            return None
-        # The face centred on the box: in crop coordinates the box centre is (0.5, 0.5).
-        best, best_distance = 0, float("inf")
-        for index, landmarks in enumerate(result.face_landmarks):
-            cx = sum(p.x for p in landmarks) / len(landmarks)
-            cy = sum(p.y for p in landmarks) / len(landmarks)
-            distance = (cx - 0.5) ** 2 + (cy - 0.5) ** 2
-            if distance < best_distance:
-                best, best_distance = index, distance
-        normalized = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[best]], dtype=np.float32)
-        points = np.empty_like(normalized)
-        points[:, 0] = x0 + normalized[:, 0] * side
-        points[:, 1] = y0 + normalized[:, 1] * side
-        points[:, 2] = normalized[:, 2] * side
-        blendshapes = (
-            {c.category_name: float(c.score) for c in result.face_blendshapes[best]}
-            if len(result.face_blendshapes) > best else {}
-        )
-        if len(result.facial_transformation_matrixes) > best:
-            pose = pose_from_matrix(np.asarray(result.facial_transformation_matrixes[best]))
-        else:  # pragma: no cover - the bundle always has the geometry pipeline
-            pose = HeadPose(float("nan"), float("nan"), float("nan"))
-        return FaceLandmarks(points, blendshapes, pose)
-
-    def close(self) -> None:
-        if self._landmarker is not None:
-            self._landmarker.close()
-            self._landmarker = None
-
-    def __enter__(self) -> "FaceLandmarker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class FaceLandmarkerPool:
-    """A fixed set of landmarkers shared by worker threads, like FaceDetectorPool."""
-
-    def __init__(self, model_path: Path, size: int, min_detection_confidence: float = 0.3,
-                 min_presence_confidence: float = 0.5):
-        model = load_landmarker_model(model_path)
-        self._all = [
-            FaceLandmarker(model, min_detection_confidence, min_presence_confidence) for _ in range(max(1, size))
-        ]
-        self._free: queue.SimpleQueue[FaceLandmarker] = queue.SimpleQueue()
-        for landmarker in self._all:
-            self._free.put(landmarker)
-
-    @contextmanager
-    def acquire(self) -> Iterator[FaceLandmarker]:
-        landmarker = self._free.get()
+        options = ort.SessionOptions()
+        # One thread per call: the server runs one image per core (see server/compute.py).
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
         try:
-            yield landmarker
-        finally:
-            self._free.put(landmarker)
+            self._landmarks = ort.InferenceSession(
+                str(model_dir / "face_landmarks.onnx"), options, providers=["CPUExecutionProvider"])
+            self._blendshapes = ort.InferenceSession(
+                str(model_dir / "face_blendshapes.onnx"), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
+            raise LandmarkerModelError(f"cannot load the face mesh models in {model_dir}: {error}") from error
+        self._landmarks_input = self._landmarks.get_inputs()[0].name
+        self._landmarks_outputs = [o.name for o in self._landmarks.get_outputs()[:2]]  # points, presence
+        self._blendshapes_input = self._blendshapes.get_inputs()[0].name
+        vertices, ids, weights = read_canonical_face((model_dir / FACE_MESH_FILES[2]).read_bytes())
+        self._basis_ids = ids
+        self._basis_canonical = vertices[ids]
+        self._basis_weights = weights
+        self.min_presence_confidence = min_presence_confidence
 
-    def measure(self, rgb: np.ndarray, face: Face) -> FaceLandmarks | None:
-        with self.acquire() as landmarker:
-            return landmarker.measure(rgb, face)
+    def run(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+        """(points (478, 3) in image pixels, face presence 0..1) in ``roi``."""
+        crop = roi.crop(rgb).astype(np.float32)
+        crop *= 1.0 / 255.0
+        raw, presence = self._landmarks.run(self._landmarks_outputs, {self._landmarks_input: crop[None]})
+        normalized = raw.reshape(-1, 3) / INPUT_SIDE
+        score = 1.0 / (1.0 + math.exp(-float(np.asarray(presence).ravel()[0])))
+        return roi.project(normalized), score
+
+    def blendshapes(self, points: np.ndarray) -> dict[str, float]:
+        """The 52 blendshape scores of a face from its landmarks (in pixels)."""
+        subset = np.ascontiguousarray(points[list(BLENDSHAPE_POINTS), :2], dtype=np.float32)
+        (scores,) = self._blendshapes.run(None, {self._blendshapes_input: subset[None]})
+        return {name: float(value) for name, value in zip(BLENDSHAPE_NAMES, np.asarray(scores).ravel())}
+
+    def pose(self, points: np.ndarray) -> HeadPose:
+        """Head pose from the landmarks: the canonical face fitted to them in a camera frame
+        with x to the right, y up and z towards the viewer (MediaPipe's z grows away from it)."""
+        observed = points[self._basis_ids].astype(np.float64) * (1.0, -1.0, -1.0)
+        return pose_from_matrix(fit_rotation(self._basis_canonical, observed, self._basis_weights))
+
+    def measure(self, rgb: np.ndarray, face: Face, check_upright: bool = False) -> FaceLandmarks | None:
+        """Landmarks of ``face`` (a detector box in ``rgb``), or None when the landmark model
+        says there is no face in it. ``check_upright``: the face must also be present in an
+        upright crop, not only in the crop turned by the detector's eye keypoints."""
+        points, presence = self.run(rgb, Roi.around(face))
+        if presence < self.min_presence_confidence:
+            return None
+        if check_upright and face.eyes is not None:
+            if self.run(rgb, Roi.around(face, orient=False))[1] < self.min_presence_confidence:
+                return None
+        return FaceLandmarks(points, self.blendshapes(points), self.pose(points))
 
     def close(self) -> None:
-        for landmarker in self._all:
-            landmarker.close()
+        """Sessions are freed with the object; kept for the context-manager protocol."""
 
-    def __enter__(self) -> "FaceLandmarkerPool":
+    def __enter__(self) -> "FaceMesh":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -473,7 +473,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_models_port_and_health():
         if "path" in keys:
             name = f"EKYC_{section.upper()}_PATH"
             assert name in env, f"the image does not set {name}"
-            assert env[name].startswith("/opt/ekyc/models/") and (ROOT / "models" / Path(env[name]).name).is_file()
+            assert env[name].startswith("/opt/ekyc/models/") and (ROOT / "models" / Path(env[name]).name).exists()
     assert not any(word in i.text.split() for i in final if i.keyword == "RUN" for word in COMPILERS)
     options, command = healthcheck()
     assert " health" in command and "ekyc-client" in command

@@ -253,11 +253,12 @@ def test_tile_plan_covers_the_frame_only_when_needed():
 
 def test_new_thresholds_and_sections_come_from_config_and_env(tmp_path):
     own = tmp_path / "camera.toml"
-    own.write_text("[quality]\nmax_abs_yaw_deg = 20.0\n\n[detector]\nmax_tiles = 8\n\n[landmarks]\nmax_confirmations = 2\n")
+    own.write_text("[quality]\nmax_abs_yaw_deg = 20.0\n\n[detector]\nmax_tiles = 8\n\n[landmarks]\nmax_confirmations = 2\nupright_check_below_score = 0.6\n")
     config = load_config(own, environ={"EKYC_QUALITY_MAX_EYES_OCCLUDED_SCORE": "0.3", "EKYC_DETECTOR_MIN_FACE_PX": "40"})
     quality = config.quality
     assert quality.thresholds.max_abs_yaw_deg == 20.0 and quality.thresholds.max_eyes_occluded_score == 0.3
     assert quality.search.max_tiles == 8 and quality.search.min_face_px == 40 and quality.search.max_confirmations == 2
+    assert quality.search.upright_check_below_score == 0.6
     assert quality.thresholds.max_abs_roll_deg == load_config(environ={}).quality.thresholds.max_abs_roll_deg
 
 
