@@ -100,44 +100,64 @@ def stage_breakdown(pipeline, images: list[bytes]) -> dict:
     return {name: round(statistics.median(values), 3) for name, values in times.items()}
 
 
-def bench_pipeline(config, images: list[bytes], concurrency: int) -> dict:
-    """The limit: the server's own pipeline and compute pool, no gRPC."""
-    from ekyc.server.compute import ComputePool
-    from ekyc.server.pipeline import LivenessPipeline
+def bench_pipeline(pipeline, pool, images: list[bytes], concurrency: int) -> dict:
+    """One block of the limit: the server's own pipeline and compute pool, no gRPC, with
+    ``concurrency`` callers (as many as the unary block has)."""
+    latencies: list[float] = []
 
-    with LivenessPipeline(config) as pipeline:
-        pipeline.warm_up()
-        stages = stage_breakdown(pipeline, images[: min(len(images), 50)])
-        pool = ComputePool(config.compute.threads, config.compute.queue_size)
-        try:
-            for image in images[:10]:
-                pool.run(pipeline.verify, image, True, wait=None)
-            latencies: list[float] = []
+    def one(image: bytes) -> None:
+        started = time.perf_counter()
+        pool.run(pipeline.verify, image, True, wait=None)
+        latencies.append((time.perf_counter() - started) * 1000.0)
 
-            def one(image: bytes) -> None:
-                started = time.perf_counter()
-                pool.run(pipeline.verify, image, True, wait=None)
-                latencies.append((time.perf_counter() - started) * 1000.0)
+    cpu = _client_cpu()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as callers:
+        list(callers.map(one, images))
+    return {"images": len(images), "elapsed": time.perf_counter() - started, "latencies": latencies,
+            "cpu": _client_cpu() - cpu}
 
-            cpu = _client_cpu()
-            started = time.perf_counter()
-            with ThreadPoolExecutor(concurrency) as callers:
-                list(callers.map(one, images))
-            elapsed = time.perf_counter() - started
-            cpu = _client_cpu() - cpu
-            sequential = []
+
+def bench_overhead(target: str, pipeline, pool, images: list[bytes], server: ServerProcess, rounds: int = 3) -> dict:
+    """What gRPC adds to one image: sequential calls, each image in-process and then served,
+    alternately, so that both see the same machine state; the overhead is the median of the
+    paired differences. The floor: an empty call (health) right after the server was idle for
+    as long as a selfie takes (16 ms), which is what every sequential call meets. The
+    handler's own time (the server's log line) shows what the servicer adds."""
+    from ekyc.client import LivenessClient
+
+    served, local, floor_hot, floor_idle = [], [], [], []
+    with LivenessClient(target, timeout=60) as client:
+        for image in images[:5]:
+            client.verify(image)
+        time.sleep(0.2)
+        server.verify_latencies_ms.clear()
+        for _ in range(rounds):
             for image in images[: min(len(images), 100)]:
                 t0 = time.perf_counter()
                 pool.run(pipeline.verify, image, True, wait=None)
-                sequential.append((time.perf_counter() - t0) * 1000.0)
-        finally:
-            pool.shutdown()
+                local.append((time.perf_counter() - t0) * 1000.0)
+                t0 = time.perf_counter()
+                client.verify(image)
+                served.append((time.perf_counter() - t0) * 1000.0)
+        time.sleep(0.2)  # the drain thread reads the last log lines
+        handler = list(server.verify_latencies_ms)
+        for _ in range(200):
+            t0 = time.perf_counter()
+            client.health()
+            floor_hot.append((time.perf_counter() - t0) * 1000.0)
+        for _ in range(100):
+            time.sleep(0.016)
+            t0 = time.perf_counter()
+            client.health()
+            floor_idle.append((time.perf_counter() - t0) * 1000.0)
     return {
-        "pipeline_images_per_s": round(len(images) / elapsed, 1),
-        "pipeline_p50_ms": round(percentile(latencies, 50), 2),
-        "pipeline_sequential_p50_ms": round(percentile(sequential, 50), 2),
-        "pipeline_cpu_ms_per_image": round(cpu * 1000.0 / len(images), 2),
-        "stages_ms": stages,
+        "pipeline_sequential_p50_ms": round(percentile(local, 50), 2),
+        "unary_sequential_p50_ms": round(percentile(served, 50), 2),
+        "unary_handler_sequential_p50_ms": round(percentile(handler, 50), 2) if handler else float("nan"),
+        "grpc_overhead_p50_ms": round(statistics.median(s - l for s, l in zip(served, local)), 2),
+        "grpc_empty_rpc_p50_ms": round(percentile(floor_hot, 50), 3),
+        "grpc_empty_rpc_after_idle_p50_ms": round(percentile(floor_idle, 50), 3),
     }
 
 
@@ -148,6 +168,8 @@ class ServerProcess:
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.port = 0
         self.cold_start_s = float("nan")
+        # Verify's handler time from the server's own log lines (latency_ms).
+        self.verify_latencies_ms: list[float] = []
 
     def wait_serving(self, timeout: float = 120.0) -> None:
         deadline = time.perf_counter() + timeout
@@ -168,8 +190,9 @@ class ServerProcess:
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:
-        for _ in self.process.stdout:
-            pass
+        for line in self.process.stdout:
+            if '"method":"Verify"' in line:
+                self.verify_latencies_ms.append(json.loads(line)["latency_ms"])
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -195,78 +218,79 @@ def _client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_unary(target: str, images: list[bytes], concurrency: int, server: ServerProcess) -> dict:
-    from ekyc.client import LivenessClient
-
+def bench_unary(client, images: list[bytes], concurrency: int, server: ServerProcess) -> dict:
+    """One block of unary Verify calls from ``concurrency`` threads on one channel."""
     latencies: list[float] = []
     errors = 0
-    with LivenessClient(target, timeout=60) as client:
-        for image in images[:10]:
-            client.verify(image)
 
-        def one(image: bytes) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                client.verify(image)
-            except Exception:  # noqa: BLE001 - counted
-                errors += 1
-                return
-            latencies.append((time.perf_counter() - started) * 1000.0)
-
-        cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
+    def one(image: bytes) -> None:
+        nonlocal errors
         started = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as callers:
-            list(callers.map(one, images))
-        elapsed = time.perf_counter() - started
-        cpu_client, cpu_server = _client_cpu() - cpu_client, server.cpu_seconds() - cpu_server
-        sequential = []
-        for image in images[: min(len(images), 100)]:
-            t0 = time.perf_counter()
+        try:
             client.verify(image)
-            sequential.append((time.perf_counter() - t0) * 1000.0)
-        floor = []
-        for _ in range(200):
-            t0 = time.perf_counter()
-            client.health()
-            floor.append((time.perf_counter() - t0) * 1000.0)
-    cores = os.cpu_count() or 1
-    return {
-        "unary_images_per_s": round(len(images) / elapsed, 1),
-        "unary_p50_ms": round(percentile(latencies, 50), 2),
-        "unary_p99_ms": round(percentile(latencies, 99), 2),
-        "unary_sequential_p50_ms": round(percentile(sequential, 50), 2),
-        "unary_errors": errors,
-        "grpc_empty_rpc_p50_ms": round(percentile(floor, 50), 3),
-        # The load client shares the cores: give back the CPU time it took from them.
-        "unary_images_per_s_client_accounted": round(len(images) / (elapsed - cpu_client / cores), 1),
-        "unary_client_cpu_ms_per_image": round(cpu_client * 1000.0 / len(images), 2),
-        "unary_server_cpu_ms_per_image": round(cpu_server * 1000.0 / len(images), 2),
-    }
+        except Exception:  # noqa: BLE001 - counted
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - started) * 1000.0)
+
+    cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as callers:
+        list(callers.map(one, images))
+    return {"images": len(images), "elapsed": time.perf_counter() - started, "latencies": latencies,
+            "errors": errors, "cpu_client": _client_cpu() - cpu_client, "cpu_server": server.cpu_seconds() - cpu_server}
 
 
-def bench_stream(target: str, images: list[bytes], items: int, server: ServerProcess) -> dict:
-    from ekyc.client import LivenessClient
+def bench_stream(client, images: list[bytes], items: int, server: ServerProcess) -> dict:
+    """One VerifyStream of ``items`` requests."""
     from ekyc.v1 import liveness_pb2 as pb
 
     requests = [pb.VerifyRequest(image=images[i % len(images)], request_id=str(i)) for i in range(items)]
-    with LivenessClient(target, timeout=600) as client:
-        cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
-        started = time.perf_counter()
-        received = sum(1 for response in client.verify_stream(iter(requests), timeout=600) if response.HasField("result"))
-        elapsed = time.perf_counter() - started
-        cpu_client, cpu_server = _client_cpu() - cpu_client, server.cpu_seconds() - cpu_server
+    cpu_client, cpu_server = _client_cpu(), server.cpu_seconds()
+    started = time.perf_counter()
+    ok = sum(1 for response in client.verify_stream(iter(requests), timeout=600) if response.HasField("result"))
+    return {"images": items, "ok": ok, "elapsed": time.perf_counter() - started,
+            "cpu_client": _client_cpu() - cpu_client, "cpu_server": server.cpu_seconds() - cpu_server}
+
+
+def _sum(blocks: list[dict], key: str):
+    values = [block[key] for block in blocks]
+    return sum(values, []) if isinstance(values[0], list) else sum(values)
+
+
+def summarise(pipeline: list[dict], unary: list[dict], stream: list[dict]) -> dict:
+    """Totals over the blocks: images / total time, percentiles over every call."""
+    cores = os.cpu_count() or 1
+    images = {name: _sum(blocks, "images") for name, blocks in (("p", pipeline), ("u", unary), ("s", stream))}
+    elapsed = {name: _sum(blocks, "elapsed") for name, blocks in (("p", pipeline), ("u", unary), ("s", stream))}
+    unary_latencies = _sum(unary, "latencies")
     return {
-        "stream_images_per_s": round(received / elapsed, 1),
-        "stream_items": items,
-        "stream_ok_items": received,
-        "stream_client_cpu_ms_per_image": round(cpu_client * 1000.0 / items, 2),
-        "stream_server_cpu_ms_per_image": round(cpu_server * 1000.0 / items, 2),
+        "pipeline_images_per_s": round(images["p"] / elapsed["p"], 1),
+        "pipeline_p50_ms": round(percentile(_sum(pipeline, "latencies"), 50), 2),
+        "pipeline_cpu_ms_per_image": round(_sum(pipeline, "cpu") * 1000.0 / images["p"], 2),
+        "unary_images_per_s": round(images["u"] / elapsed["u"], 1),
+        "unary_p50_ms": round(percentile(unary_latencies, 50), 2),
+        "unary_p99_ms": round(percentile(unary_latencies, 99), 2),
+        "unary_errors": _sum(unary, "errors"),
+        # The load client shares the cores: give back the CPU time it took from them.
+        "unary_images_per_s_client_accounted": round(
+            images["u"] / (elapsed["u"] - _sum(unary, "cpu_client") / cores), 1),
+        "unary_client_cpu_ms_per_image": round(_sum(unary, "cpu_client") * 1000.0 / images["u"], 2),
+        "unary_server_cpu_ms_per_image": round(_sum(unary, "cpu_server") * 1000.0 / images["u"], 2),
+        "stream_images_per_s": round(_sum(stream, "ok") / elapsed["s"], 1),
+        "stream_items": stream[0]["images"],
+        "stream_runs": len(stream),
+        "stream_ok_items": _sum(stream, "ok"),
+        "stream_client_cpu_ms_per_image": round(_sum(stream, "cpu_client") * 1000.0 / images["s"], 2),
+        "stream_server_cpu_ms_per_image": round(_sum(stream, "cpu_server") * 1000.0 / images["s"], 2),
     }
 
 
 def run(args) -> dict:
+    from ekyc.client import LivenessClient
+    from ekyc.server.compute import ComputePool
     from ekyc.server.config import available_cpus, load_config
+    from ekyc.server.pipeline import LivenessPipeline
 
     overrides = {"compute": {"threads": args.threads}} if args.threads else None
     config = load_config(None, overrides)
@@ -276,28 +300,43 @@ def run(args) -> dict:
         "compute_threads": config.compute.threads,
         "intra_op_threads": config.model.intra_op_threads,
         "concurrency": args.concurrency,
+        "rounds": args.rounds,
         "data": "EKYC_DATA_DIR" if os.environ.get("EKYC_DATA_DIR") else "packaged portrait",
         "sizes": {},
     }
     server_args = ["--port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
     for name in args.sizes:
         images = load_images(args.images, SIZES[name])
-        entry = bench_pipeline(config, images, args.concurrency)
-        server = ServerProcess(server_args)
-        try:
-            server.wait_serving()
-            target = f"127.0.0.1:{server.port}"
-            entry.update(bench_unary(target, images, args.concurrency, server))
-            entry.update(bench_stream(target, images, args.stream_items, server))
-            entry["cold_start_s"] = round(server.cold_start_s, 2)
-            entry["server_rss_mb"] = round(server.rss_mb(), 1)
-        finally:
-            server.stop()
+        with LivenessPipeline(config) as pipeline:
+            pipeline.warm_up()
+            pool = ComputePool(config.compute.threads, config.compute.queue_size)
+            server = ServerProcess(server_args)
+            try:
+                server.wait_serving()
+                target = f"127.0.0.1:{server.port}"
+                stages = stage_breakdown(pipeline, images[: min(len(images), 50)])
+                blocks: dict[str, list[dict]] = {"pipeline": [], "unary": [], "stream": []}
+                with LivenessClient(target, timeout=600) as client:
+                    for image in images[:10]:
+                        pool.run(pipeline.verify, image, True, wait=None)
+                        client.verify(image)
+                    # Blocks alternate, so that a change in the machine's load between them
+                    # (a shared VM) falls on the three paths alike instead of on one.
+                    for _ in range(args.rounds):
+                        blocks["pipeline"].append(bench_pipeline(pipeline, pool, images, args.concurrency))
+                        blocks["unary"].append(bench_unary(client, images, args.concurrency, server))
+                        blocks["stream"].append(bench_stream(client, images, args.stream_items, server))
+                entry = {**summarise(blocks["pipeline"], blocks["unary"], blocks["stream"]), "stages_ms": stages}
+                entry.update(bench_overhead(target, pipeline, pool, images, server, 1 if args.quick else 3))
+                entry["cold_start_s"] = round(server.cold_start_s, 2)
+                entry["server_rss_mb"] = round(server.rss_mb(), 1)
+            finally:
+                server.stop()
+                pool.shutdown()
         limit = entry["pipeline_images_per_s"]
         entry["unary_vs_pipeline"] = round(entry["unary_images_per_s"] / limit, 3)
         entry["unary_client_accounted_vs_pipeline"] = round(entry["unary_images_per_s_client_accounted"] / limit, 3)
         entry["stream_vs_pipeline"] = round(entry["stream_images_per_s"] / limit, 3)
-        entry["grpc_overhead_p50_ms"] = round(entry["unary_sequential_p50_ms"] - entry["pipeline_sequential_p50_ms"], 2)
         result["sizes"][name] = entry
     return result
 
@@ -307,13 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=400, help="images per size (default 400)")
     parser.add_argument("--stream-items", type=int, default=600, help="items in the VerifyStream run (default 600)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent unary callers (default 4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating blocks of pipeline, unary and stream runs, each over every image (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="server compute threads (default: one per CPU)")
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["640x480", "1280x720"])
     parser.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.stream_items, args.concurrency, args.sizes = 12, 16, 2, ["640x480"]
+        args.images, args.stream_items, args.concurrency, args.sizes, args.rounds = 12, 16, 2, ["640x480"], 1
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -23,8 +23,9 @@ def test_bench_quick_reports_every_figure(tmp_path):
     entry = report["sizes"]["640x480"]
     for key in (
         "pipeline_images_per_s", "unary_images_per_s", "unary_p50_ms", "unary_p99_ms", "stream_images_per_s",
-        "cold_start_s", "server_rss_mb", "grpc_overhead_p50_ms",
+        "cold_start_s", "server_rss_mb", "grpc_overhead_p50_ms", "grpc_empty_rpc_after_idle_p50_ms",
+        "pipeline_sequential_p50_ms", "unary_sequential_p50_ms", "unary_handler_sequential_p50_ms",
     ):
         assert isinstance(entry[key], (int, float)) and entry[key] == entry[key], key  # a number, not NaN
     assert set(entry["stages_ms"]) == {"decode", "detect", "landmarks", "quality", "crop", "model"}
-    assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"]
+    assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"] * entry["stream_runs"]
