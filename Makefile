@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The lock files are complete (every transitive package, pinned) and installed with
-# --no-deps: that is how mediapipe comes without opencv-contrib-python, which would
-# collide with opencv-python-headless. Regenerate them with scripts/lock.sh.
+# --no-deps: nothing resolves at install time, and the tests' mediapipe (the reference for
+# models/mediapipe) comes without opencv-contrib-python, which would collide with
+# opencv-python-headless. Regenerate them with scripts/lock.sh.
 $(VENV)/.server-installed: $(BIN)/python requirements/server.txt pyproject.toml
 	$(PIP) install -q --no-deps -r requirements/server.txt
 	$(PIP) install -q --no-deps -e .

@@ -75,7 +75,7 @@ def run(images: list[bytes], warmup: int, repeats: int, config_path: Path | None
     per_stage: dict[str, list[float]] = {}
     totals: list[float] = []
     reasons: dict[str, int] = {}
-    with QualityGate(config.quality, pool_size=1) as gate:
+    with QualityGate(config.quality) as gate:
         gate.warm_up()
         for data in images[:warmup]:
             gate.assess(gate.decode(data))

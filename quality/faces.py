@@ -1,19 +1,15 @@
-"""Face detection with MediaPipe BlazeFace (short range) and the shared face-crop rule."""
+"""Face detection with MediaPipe's BlazeFace (short range, on ONNX Runtime) and the shared face-crop rule."""
 
 from __future__ import annotations
 
 import math
-import queue
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
-DETECTOR_MEMBER = "face_detector.tflite"
 
 # A raw detection: x0, y0, x1, y1, score, and the eye keypoints (right x, y, left x, y) or None.
 Box = tuple[float, float, float, float, float, "tuple[float, float, float, float] | None"]
@@ -49,35 +45,84 @@ class FaceDetectorOptions:
 
     model_path: Path
     min_confidence: float = 0.5
+    min_suppression_threshold: float = 0.3
+
+
+class FaceDetectorModelError(ValueError):
+    """The face detector model is missing or unusable."""
+
+
+# BlazeFace short range, as MediaPipe's FaceDetectorGraph runs it (face_detector_graph.cc):
+# a 128x128 input, 896 SSD anchors (strides 8, 16, 16, 16; two anchors per cell and layer;
+# fixed size, so only their centres matter), 16 regressors per anchor (box centre and size,
+# then 6 keypoints: right eye, left eye, nose tip, mouth, right and left ear tragion) in input
+# pixels relative to the anchor, a sigmoid score clipped at +-100, then weighted NMS.
+DETECTOR_INPUT = 128
+_STRIDES = (8, 16, 16, 16)
+
+
+def _ssd_anchor_centres() -> np.ndarray:
+    centres = []
+    layer = 0
+    while layer < len(_STRIDES):
+        last = layer
+        while last < len(_STRIDES) and _STRIDES[last] == _STRIDES[layer]:
+            last += 1
+        cells = math.ceil(DETECTOR_INPUT / _STRIDES[layer])
+        per_cell = 2 * (last - layer)
+        for y in range(cells):
+            for x in range(cells):
+                centres += [((x + 0.5) / cells, (y + 0.5) / cells)] * per_cell
+        layer = last
+    return np.asarray(centres, dtype=np.float32)
+
+
+_ANCHORS = _ssd_anchor_centres()
 
 
 def load_detector_model(path: Path) -> bytes:
-    """Return the BlazeFace .tflite bytes from a .tflite file or a Face Landmarker .task bundle."""
+    """The bytes of a BlazeFace ONNX model (models/mediapipe/face_detector.onnx)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"face detector model not found: {path}")
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as bundle:
-            if DETECTOR_MEMBER not in bundle.namelist():
-                raise ValueError(f"{path} has no {DETECTOR_MEMBER}")
-            return bundle.read(DETECTOR_MEMBER)
+        raise FaceDetectorModelError(
+            f"{path} is a MediaPipe bundle; the detector needs its BlazeFace as ONNX "
+            "(scripts/convert_face_mesh.py makes models/mediapipe/face_detector.onnx)"
+        )
     return path.read_bytes()
 
 
 class FaceDetector:
-    """One MediaPipe FaceDetector; a context manager. Not safe for concurrent calls."""
+    """MediaPipe's BlazeFace (short range) on ONNX Runtime, decoded as MediaPipe's
+    FaceDetector task decodes it; thread-safe; a context manager.
+
+    Not MediaPipe's task itself: its Python API (1.2) dispatches every call through a thread of
+    its own and a calculator graph, 2.0-2.5 ms per 640x480 frame against 1.3-1.6 ms here, and
+    the service would otherwise need MediaPipe only for this. tests/test_mediapipe_models.py checks the
+    boxes, keypoints and scores against the task.
+    """
 
     def __init__(self, options: FaceDetectorOptions, model_bytes: bytes | None = None):
-        from mediapipe.tasks.python import BaseOptions, vision
+        import onnxruntime as ort
 
         self._options = options
         model = model_bytes if model_bytes is not None else load_detector_model(options.model_path)
-        self._detector = vision.FaceDetector.create_from_options(
-            vision.FaceDetectorOptions(
-                base_options=BaseOptions(model_asset_buffer=model),
-                min_detection_confidence=options.min_confidence,
-            )
-        )
+        session_options = ort.SessionOptions()
+        # One thread per call: the server runs one image per core (see server/compute.py).
+        session_options.intra_op_num_threads = 1
+        session_options.inter_op_num_threads = 1
+        session_options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model, session_options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
+            raise FaceDetectorModelError(f"cannot load the face detector {options.model_path}: {error}") from error
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(outputs) != 2 or list(inputs[0].shape[1:]) != [DETECTOR_INPUT, DETECTOR_INPUT, 3]:
+            raise FaceDetectorModelError(f"{options.model_path} is not a BlazeFace short-range model")
+        self._input = inputs[0].name
+        # (regressors [1, 896, 16], scores [1, 896, 1]) whatever order the file lists them in.
+        self._outputs = sorted((o.name for o in outputs), key=lambda name: 0 if "regress" in name else 1)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image (one pass over the whole frame), largest first."""
@@ -87,37 +132,83 @@ class FaceDetector:
         return faces
 
     def detect_boxes(self, rgb: np.ndarray) -> list[Box]:
-        """The detector's raw boxes (x0, y0, x1, y1, score, eyes) in pixels of ``rgb``, unclipped;
-        ``eyes`` is (right x, y, left x, y) or None."""
-        import mediapipe as mp
-
+        """The detector's boxes (x0, y0, x1, y1, score, eyes) in pixels of ``rgb``, best first;
+        ``eyes`` is (right x, y, left x, y). Like MediaPipe's task, a box that crosses the
+        image's left or top edge is moved inside it, keeping its size (up to the image's)."""
         height, width = rgb.shape[:2]
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        boxes = []
-        for detection in self._detector.detect(image).detections:
-            box = detection.bounding_box
-            score = detection.categories[0].score if detection.categories else 0.0
-            points = detection.keypoints or []
-            eyes = (
-                (points[0].x * width, points[0].y * height, points[1].x * width, points[1].y * height)
-                if len(points) >= 2 else None
-            )
-            boxes.append(
-                (float(box.origin_x), float(box.origin_y), float(box.origin_x + box.width),
-                 float(box.origin_y + box.height), float(score), eyes)
-            )
-        return boxes
+        # The whole frame, letterboxed into the square input (zero border), mapped corner to
+        # corner as MediaPipe's ImageToTensor does; values scaled to [-1, 1].
+        scale = DETECTOR_INPUT / float(max(width, height))
+        offset_x = (DETECTOR_INPUT - width * scale) / 2.0
+        offset_y = (DETECTOR_INPUT - height * scale) / 2.0
+        matrix = np.float32([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
+        tensor = cv2.warpAffine(
+            rgb, matrix, (DETECTOR_INPUT, DETECTOR_INPUT), flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        ).astype(np.float32)
+        tensor *= 2.0 / 255.0
+        tensor -= 1.0
+        regressors, logits = self._session.run(self._outputs, {self._input: tensor[None]})
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100.0, 100.0)))
+        keep = np.flatnonzero(scores >= self._options.min_confidence)
+        if keep.size == 0:
+            return []
+        raw = regressors.reshape(-1, 16)[keep] / DETECTOR_INPUT
+        centres = _ANCHORS[keep]
+        cx, cy = raw[:, 0] + centres[:, 0], raw[:, 1] + centres[:, 1]
+        half_w, half_h = raw[:, 2] / 2.0, raw[:, 3] / 2.0
+        boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+        keypoints = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None, :]
+        found = []
+        for box, points, score in _weighted_nms(boxes, keypoints, scores[keep], self._options.min_suppression_threshold):
+            # Input pixels -> image pixels (undo the letterbox).
+            x0, x1 = (box[[0, 2]] * DETECTOR_INPUT - offset_x) / scale
+            y0, y1 = (box[[1, 3]] * DETECTOR_INPUT - offset_y) / scale
+            eyes = (points[:2] * DETECTOR_INPUT - (offset_x, offset_y)) / scale
+            # As MediaPipe's task reports them: whole pixels, the origin clamped at 0 and the
+            # size at the image's (a box is moved, not cut, at the left and top edges).
+            left, top = max(0, int(x0)), max(0, int(y0))
+            box_width, box_height = min(int(x1 - x0), width), min(int(y1 - y0), height)
+            found.append((float(left), float(top), float(left + box_width), float(top + box_height),
+                          float(score), tuple(float(v) for v in eyes.ravel())))
+        return found
 
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        """The session is freed with the object; kept for the context-manager protocol."""
 
     def __enter__(self) -> "FaceDetector":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, threshold: float):
+    """MediaPipe's WEIGHTED non-maximum suppression: from the best remaining detection, every
+    detection overlapping it by IoU > ``threshold`` is merged into it, box and keypoints
+    averaged by score, and keeps the best score. Yields (box, keypoints, score)."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    remaining = np.ones(len(scores), dtype=bool)
+    for index in range(len(scores)):
+        if not remaining[index]:
+            continue
+        box = boxes[index]
+        width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
+        height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
+        inter = width * height
+        overlap = inter / np.maximum(areas[index] + areas - inter, 1e-12)
+        group = remaining & (overlap > threshold)
+        group[index] = True
+        weights = scores[group]
+        total = weights.sum()
+        yield (
+            (boxes[group] * weights[:, None]).sum(axis=0) / total,
+            (keypoints[group] * weights[:, None, None]).sum(axis=0) / total,
+            float(scores[index]),
+        )
+        remaining &= ~group
 
 
 def clip_box(box: Box, width: int, height: int) -> Face | None:
@@ -242,43 +333,6 @@ def search_faces(
     faces = [face for face in (clip_box(b, width, height) for b in merge_boxes(boxes + found)) if face]
     faces.sort(key=lambda f: f.area, reverse=True)
     return faces
-
-
-class FaceDetectorPool:
-    """A fixed set of detectors shared by worker threads (MediaPipe tasks are not re-entrant)."""
-
-    def __init__(self, options: FaceDetectorOptions, size: int):
-        model = load_detector_model(options.model_path)
-        self._all = [FaceDetector(options, model) for _ in range(max(1, size))]
-        self._free: queue.SimpleQueue[FaceDetector] = queue.SimpleQueue()
-        for detector in self._all:
-            self._free.put(detector)
-
-    @contextmanager
-    def acquire(self) -> Iterator[FaceDetector]:
-        detector = self._free.get()
-        try:
-            yield detector
-        finally:
-            self._free.put(detector)
-
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        with self.acquire() as detector:
-            return detector.detect(rgb)
-
-    def search(self, rgb: np.ndarray, min_face_px: float, max_tiles: int) -> list[Face]:
-        with self.acquire() as detector:
-            return search_faces(detector, rgb, min_face_px, max_tiles)
-
-    def close(self) -> None:
-        for detector in self._all:
-            detector.close()
-
-    def __enter__(self) -> "FaceDetectorPool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ekyc.quality.decode import decode_image
-from ekyc.quality.faces import RELIABLE_FACE_SHARE, Face, FaceDetectorOptions, FaceDetectorPool, clip_box, search_faces
+from ekyc.quality.faces import RELIABLE_FACE_SHARE, Face, FaceDetector, FaceDetectorOptions, clip_box, search_faces
 from ekyc.quality.landmarks import FaceLandmarks, FaceMesh
 from ekyc.quality.measures import (
     SHARPNESS_SIDE,
@@ -309,9 +309,9 @@ class QualityGateOptions:
     search: SearchOptions = SearchOptions()
 
     @classmethod
-    def from_sections(cls, sections: dict, default_detector: Path, default_face_mesh: Path | None = None) -> "QualityGateOptions":
+    def from_sections(cls, sections: dict, default_detector: Path) -> "QualityGateOptions":
         """Parse the config sections; raises ValueError naming the bad key. The face mesh
-        models default to the ``face_mesh`` folder beside the detector's bundle."""
+        models default to the folder of the default detector (models/mediapipe)."""
         quality = dict(sections["quality"])
         detector = dict(sections["detector"])
         landmarks = dict(sections.get("landmarks", {}))
@@ -334,8 +334,7 @@ class QualityGateOptions:
             ),
             landmarks=_flag(landmarks, "landmarks", "enabled", True),
             landmarker_model=(
-                Path(landmarks["path"]) if landmarks.get("path")
-                else default_face_mesh or Path(default_detector).parent / "face_mesh"
+                Path(landmarks["path"]) if landmarks.get("path") else Path(default_detector).parent
             ),
             landmarker_min_presence_confidence=_number(
                 landmarks, "landmarks", "min_presence_confidence", float, SearchOptions.landmarker_min_presence_confidence, 0.0
@@ -405,23 +404,15 @@ def _landmarks_fit(landmarks: FaceLandmarks, face: Face) -> bool:
 
 
 class QualityGate:
-    """Face search + landmarks + measures + thresholds; thread-safe (a pool of detectors, one
-    per worker thread, and one face mesh, whose ONNX Runtime sessions are thread-safe); a
-    context manager."""
+    """Face search + landmarks + measures + thresholds; thread-safe (the detector and the face
+    mesh are ONNX Runtime sessions, which are); a context manager."""
 
-    def __init__(self, options: QualityGateOptions, pool_size: int = 1):
+    def __init__(self, options: QualityGateOptions):
         self.options = options
-        self._pool_size = max(1, pool_size)
-        self._detectors = FaceDetectorPool(
-            FaceDetectorOptions(options.detector_model, options.min_detection_confidence), size=self._pool_size
-        )
+        self._detector = FaceDetector(FaceDetectorOptions(options.detector_model, options.min_detection_confidence))
         self._landmarkers: FaceMesh | None = None
         if options.search.landmarks:
-            try:
-                self._landmarkers = FaceMesh(options.search.landmarker_model, options.search.landmarker_min_presence_confidence)
-            except BaseException:
-                self._detectors.close()
-                raise
+            self._landmarkers = FaceMesh(options.search.landmarker_model, options.search.landmarker_min_presence_confidence)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decode image bytes under the configured pixel limit (typed errors on bad input)."""
@@ -480,34 +471,34 @@ class QualityGate:
             return None, None
 
         started = time.perf_counter()
-        with self._detectors.acquire() as detector:
-            boxes = detector.detect_boxes(rgb)
-            faces = _by_prominence([f for f in (clip_box(b, width, height) for b in boxes) if f])
+        detector = self._detector
+        boxes = detector.detect_boxes(rgb)
+        faces = _by_prominence([f for f in (clip_box(b, width, height) for b in boxes) if f])
+        if self._landmarkers is None:
+            main, landmarks = (faces[0] if faces else None), None
+        else:
+            main, landmarks = first_confirmed(faces)
+        need = float(search.min_face_px)
+        tiles = search.max_tiles > 0
+        if main is not None:
+            need = max(need, math.sqrt(ratio) * min(main.width, main.height))
+            tiles = tiles and max(width, height) >= search.second_face_tiles_min_side
+        if tiles and need < RELIABLE_FACE_SHARE * max(width, height):
+            # A rejected box must not hide a real, smaller face found inside it.
+            kept = [b for b in boxes if not any(_same(clip_box(b, width, height), r) for r in rejected)]
+            faces = _by_prominence(search_faces(detector, rgb, need, search.max_tiles, full_frame=kept))
             if self._landmarkers is None:
-                main, landmarks = (faces[0] if faces else None), None
-            else:
+                main = faces[0] if faces else None
+            elif main is None:
                 main, landmarks = first_confirmed(faces)
-            need = float(search.min_face_px)
-            tiles = search.max_tiles > 0
-            if main is not None:
-                need = max(need, math.sqrt(ratio) * min(main.width, main.height))
-                tiles = tiles and max(width, height) >= search.second_face_tiles_min_side
-            if tiles and need < RELIABLE_FACE_SHARE * max(width, height):
-                # A rejected box must not hide a real, smaller face found inside it.
-                kept = [b for b in boxes if not any(_same(clip_box(b, width, height), r) for r in rejected)]
-                faces = _by_prominence(search_faces(detector, rgb, need, search.max_tiles, full_frame=kept))
-                if self._landmarkers is None:
-                    main = faces[0] if faces else None
-                elif main is None:
-                    main, landmarks = first_confirmed(faces)
-            others: list[Face] = []
-            for face in faces if main is not None else []:
-                if _same(face, main) or any(_same(face, r) for r in rejected):
-                    continue
-                if self._landmarkers is not None and face.area >= ratio * main.area and budget[0] > 0:
-                    if confirm(face) is None:
-                        continue  # a false detection
-                others.append(face)
+        others: list[Face] = []
+        for face in faces if main is not None else []:
+            if _same(face, main) or any(_same(face, r) for r in rejected):
+                continue
+            if self._landmarkers is not None and face.area >= ratio * main.area and budget[0] > 0:
+                if confirm(face) is None:
+                    continue  # a false detection
+            others.append(face)
         result = ([main] if main is not None else []) + _by_area(others)
         if unconfirmed is not None:
             unconfirmed.extend(_by_area(rejected))
@@ -521,8 +512,7 @@ class QualityGate:
         """Every face the detector finds down to ``min_face_px`` (default: detector.min_face_px),
         whatever the gate needs: the detection strategy on its own, for measuring recall."""
         search = self.options.search
-        with self._detectors.acquire() as detector:
-            return search_faces(detector, rgb, float(min_face_px or search.min_face_px), search.max_tiles)
+        return search_faces(self._detector, rgb, float(min_face_px or search.min_face_px), search.max_tiles)
 
     def assess(self, rgb: np.ndarray, timings: dict | None = None, *, stage_detail: bool = False) -> QualityResult:
         """Run every check on an RGB image; ``timings`` (if given) receives ms per stage:
@@ -543,30 +533,21 @@ class QualityGate:
         return result
 
     def warm_up(self) -> None:
-        """Run every detector and the face mesh once on a real portrait (matplotlib's public-domain
-        sample, when installed), so that the first requests pay no lazy start-up (MediaPipe and
-        ONNX Runtime allocate their buffers on the first call)."""
+        """Run the detector and the face mesh once on a real portrait (matplotlib's public-domain
+        sample, when installed), so that the first requests pay no lazy start-up (ONNX Runtime
+        allocates its buffers on the first call)."""
         portrait = _warm_up_portrait()
         blank = np.full((240, 320, 3), 128, dtype=np.uint8)
-        detectors = [self._detectors._free.get() for _ in range(self._pool_size)]
-        try:
-            for detector in detectors:
-                detector.detect(blank)
-                if portrait is not None:
-                    detector.detect(portrait)
-        finally:
-            for detector in detectors:
-                self._detectors._free.put(detector)
-        if self._landmarkers is None:
-            return
+        self._detector.detect(blank)
         face = Face(110, 70, 100, 100, 1.0)
         if portrait is not None:
-            found = self._detectors.detect(portrait)
+            found = self._detector.detect(portrait)
             face = found[0] if found else face
-        self._landmarkers.measure(portrait if portrait is not None else blank, face)
+        if self._landmarkers is not None:
+            self._landmarkers.measure(portrait if portrait is not None else blank, face)
 
     def close(self) -> None:
-        self._detectors.close()
+        self._detector.close()
         if self._landmarkers is not None:
             self._landmarkers.close()
 

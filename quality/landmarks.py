@@ -1,14 +1,14 @@
 """Face landmarks, head pose and eye state from MediaPipe's face mesh models, run directly.
 
 The models are MediaPipe Face Landmarker's own (landmarks: 478 points; blendshapes: 52
-expression scores), converted once to ONNX (scripts/convert_face_mesh.py, models/face_mesh/)
+expression scores), converted once to ONNX (scripts/convert_face_mesh.py, models/mediapipe/)
 and run by ONNX Runtime on the face that BlazeFace already found. MediaPipe's FaceLandmarker
 task would first run its own face detector again and costs 8 ms per face on one core here;
 the two models alone cost about 5.5 ms. What the task adds is re-implemented here, as its
 source does it: the crop (the detector box x 1.5, turned so that the eyes are level), the
 projection of the landmarks back to the image, the blendshape model's input (146 of the
 points, in pixels) and the head pose (a weighted Procrustes fit of MediaPipe's canonical face
-mesh to the landmarks). tests/test_face_mesh.py checks all of it against MediaPipe's
+mesh to the landmarks). tests/test_mediapipe_models.py checks all of it against MediaPipe's
 FaceLandmarker on real faces.
 """
 

@@ -1,19 +1,21 @@
-"""Convert MediaPipe Face Landmarker's landmark and blendshape models to ONNX (models/face_mesh/).
+"""Convert MediaPipe Face Landmarker's detector, landmark and blendshape models to ONNX (models/mediapipe/).
 
 Why: MediaPipe's FaceLandmarker task runs its own face detector on every image, then the
 landmark model, then the blendshape model, through a calculator graph: 8 ms per face on one
-core here, of which the landmark model itself is 4.2 ms. The gate already has the face box
-and eye keypoints from BlazeFace, so it runs the two models directly with ONNX Runtime, the
-runtime the service already ships (quality/landmarks.py); the landmark stage drops to ~6 ms.
+core here, of which the landmark model itself is 4.2 ms; and its Python API (1.2) sends every
+call through a thread of its own. The gate already has the face box and eye keypoints from
+BlazeFace, so it runs the models directly with ONNX Runtime, the runtime the service already
+ships (quality/faces.py, quality/landmarks.py): detection 1.3-1.6 ms instead of 2.0-2.5 ms,
+landmarks ~6.5 ms instead of 8-10 ms, and the server no longer needs MediaPipe.
 
 Run once, by a maintainer, in a throwaway environment (TensorFlow is needed by tf2onnx and
 is not a project dependency):
 
     python3.11 -m venv /tmp/convert && /tmp/convert/bin/pip install tensorflow-cpu tf2onnx onnx
-    /tmp/convert/bin/python scripts/convert_face_mesh.py models/face_landmarker.task models/face_mesh
+    /tmp/convert/bin/python scripts/convert_face_mesh.py models/face_landmarker.task models/mediapipe
 
 Tested with tensorflow-cpu 2.21.0, tf2onnx 1.17.0, onnx 1.23.2. The outputs are committed;
-tests/test_face_mesh.py checks them against MediaPipe's own FaceLandmarker on real faces.
+tests/test_mediapipe_models.py checks them against MediaPipe's own tasks on real faces.
 
 One graph rewrite: tf2onnx keeps TFLite's per-channel PReLU as ONNX PRelu, which ONNX Runtime
 1.2x runs through a slow broadcasting kernel (8.4 of 13 ms). PRelu(x) = Relu(x) * (1 - a) + x * a
@@ -36,6 +38,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 MEMBERS = {
+    "face_detector.tflite": "face_detector.onnx",
     "face_landmarks_detector.tflite": "face_landmarks.onnx",
     "face_blendshapes.tflite": "face_blendshapes.onnx",
 }
@@ -77,7 +80,7 @@ def sha256(data: bytes) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path, help="face_landmarker.task")
-    parser.add_argument("out", type=Path, help="output directory (models/face_mesh)")
+    parser.add_argument("out", type=Path, help="output directory (models/mediapipe)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     provenance = {"source": args.bundle.name, "source_sha256": sha256(args.bundle.read_bytes()), "files": {}}

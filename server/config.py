@@ -16,7 +16,7 @@ QUALITY_DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "quality" / "de
 # The repository's models/ folder: server/ and models/ are siblings.
 BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = BUNDLED_MODELS / "liveness.onnx"
-DEFAULT_DETECTOR = BUNDLED_MODELS / "face_landmarker.task"
+DEFAULT_DETECTOR = BUNDLED_MODELS / "mediapipe" / "face_detector.onnx"
 
 
 class ConfigError(ValueError):

@@ -35,7 +35,7 @@ class LivenessPipeline:
         self.profiles, self.default_profile = resolve_profiles(
             self.model.metadata, config.model.threshold, config.model.profile
         )
-        self.gate = QualityGate(config.quality, pool_size=config.compute.threads)
+        self.gate = QualityGate(config.quality)
 
     @property
     def threshold(self) -> float:

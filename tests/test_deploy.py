@@ -465,7 +465,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_models_port_and_health():
     assert all(c.startswith("--from=build ") or c.startswith("models/") for c in copies), copies
     env = env_of(final)
     assert env["EKYC_MODEL_PATH"] == "/opt/ekyc/models/liveness.onnx"
-    assert env["EKYC_DETECTOR_PATH"] == "/opt/ekyc/models/face_landmarker.task"
+    assert env["EKYC_DETECTOR_PATH"] == "/opt/ekyc/models/mediapipe/face_detector.onnx"
     assert env["EKYC_MODEL_CACHE"].startswith("/var/cache/")
     # Every model-file key of the configuration ([model] path, [detector] path, ...) points at
     # the copied models/: the installed wheel has none next to it.
@@ -473,7 +473,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_models_port_and_health():
         if "path" in keys:
             name = f"EKYC_{section.upper()}_PATH"
             assert name in env, f"the image does not set {name}"
-            assert env[name].startswith("/opt/ekyc/models/") and (ROOT / "models" / Path(env[name]).name).exists()
+            assert env[name].startswith("/opt/ekyc/models/") and (ROOT / Path(env[name]).relative_to("/opt/ekyc")).exists()
     assert not any(word in i.text.split() for i in final if i.keyword == "RUN" for word in COMPILERS)
     options, command = healthcheck()
     assert " health" in command and "ekyc-client" in command

@@ -147,9 +147,9 @@ def test_timings_report_each_stage(gate, face_rgb):
     assert detailed["landmarks"] > 0
 
 
-def test_the_gate_is_thread_safe_with_a_pool(options, face_rgb):
+def test_the_gate_is_thread_safe(options, face_rgb):
     images = [face_rgb, degrade.mirror(face_rgb), degrade.rotate(face_rgb, 30.0), face_rgb[::2, ::2].copy()]
-    with QualityGate(options, pool_size=2) as gate:
+    with QualityGate(options) as gate:
         expected = [gate.assess(image) for image in images]
         with ThreadPoolExecutor(4) as pool:
             got = list(pool.map(gate.assess, images * 3))

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="crops, runs, reports and torch weights (default: .cache/)")
     common.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT,
                         help="subject split, made by `split` and reused (default: training/splits/shared-data.json)")
-    common.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector model (.task/.tflite)")
+    common.add_argument("--detector", type=Path, default=DEFAULT_DETECTOR, help="face detector model (BlazeFace .onnx)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Train, evaluate and ship the ekyc liveness model.")
