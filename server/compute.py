@@ -39,6 +39,14 @@ class FairSemaphore:
         self._lock = threading.Lock()
         self._waiters: deque[threading.Lock] = deque()
 
+    def try_acquire(self) -> bool:
+        """Take a permit only if one is free and nobody is waiting for it."""
+        with self._lock:
+            if self._value > 0 and not self._waiters:
+                self._value -= 1
+                return True
+            return False
+
     def acquire(self, timeout: float | None = None) -> bool:
         with self._lock:
             if self._value > 0 and not self._waiters:
@@ -74,9 +82,13 @@ class FairSemaphore:
 class ComputePool:
     """At most ``threads`` tasks run at once and ``threads + queue_size`` are admitted.
 
-    ``run`` (unary RPCs) computes in the caller's thread once a running slot is free, which
-    saves a thread hop per request; ``submit`` (stream items) uses the pool's own threads.
-    Both share the same running slots, so the CPU is never oversubscribed.
+    ``run`` (unary RPCs) computes in the caller's thread when a running slot is free at once,
+    which saves a thread hop per request; otherwise it queues the work for the pool's own
+    threads, like ``submit`` (stream items), and waits for it. Under load the pool's threads
+    then take one task after another without sleeping, instead of handing each slot to a
+    sleeping caller: on a VM a woken thread takes 0.5-1 ms to run, and a core waited that
+    long for each 15 ms image (measured: 112 images/s with 4 unary-style callers against
+    124 with 2). Both ways share the same running slots, so the CPU is never oversubscribed.
     """
 
     def __init__(self, threads: int, queue_size: int):
@@ -114,10 +126,22 @@ class ComputePool:
         return future
 
     def run(self, fn: Callable[..., T], *args, deadline: float | None = None, wait: float | None = 0.0) -> T:
-        """Compute ``fn(*args)`` in this thread once a running slot is free (used by unary RPCs)."""
+        """Compute ``fn(*args)``: in this thread if a running slot is free now, else on the
+        pool's threads (used by unary RPCs)."""
         self._admit(wait)
         try:
-            return self._run(fn, args, deadline)
+            if self._running.try_acquire():
+                try:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DeadlineExpiredError("the request's deadline had passed; it was not computed")
+                    return fn(*args)
+                finally:
+                    self._running.release()
+            try:
+                future = self._executor.submit(self._run, fn, args, deadline)
+            except RuntimeError:
+                raise OverloadedError("server is shutting down") from None
+            return future.result()
         finally:
             self._release(None)
 

@@ -215,7 +215,7 @@ def test_the_committed_models_are_the_converted_ones():
 
 def test_the_prelu_rewrite_keeps_the_function():
     """scripts/convert_face_mesh.py's rewrite: Relu(x) * (1 - a) + x * a == PRelu(x, a)."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
