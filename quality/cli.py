@@ -103,7 +103,7 @@ def expand_paths(arguments: Iterable[str | Path]) -> Iterator[Path]:
 
 @contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Silence MediaPipe's native start-up lines (C++ logging to fd 2) while models load."""
+    """Silence native libraries' start-up lines (C++ logging to fd 2) while models load."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)

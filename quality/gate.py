@@ -1,7 +1,7 @@
 """The quality gate: measures a selfie and says, with typed reasons, whether it is usable.
 
 Stages: find faces (BlazeFace on the frame, tiles only where small faces could hide), measure
-the main face's landmarks (MediaPipe Face Landmarker on a crop around it), then pure
+the main face's landmarks (MediaPipe's face mesh models on a crop around it), then pure
 measurements (quality/measures.py) compared with thresholds (quality/defaults.toml).
 """
 

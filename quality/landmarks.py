@@ -115,7 +115,8 @@ class FaceLandmarks:
 
 
 def pose_from_matrix(matrix: np.ndarray) -> HeadPose:
-    """Head pose from the landmarker's facial transformation matrix (canonical face -> camera).
+    """Head pose from a facial transformation matrix (canonical face -> camera), such as
+    MediaPipe's or FaceMesh.pose's fit.
 
     The camera frame is right-handed with x to the image's right, y up and z towards the viewer;
     a frontal face has the identity rotation. Yaw and pitch are the direction of the face's

@@ -1,6 +1,6 @@
 """Where the CPU work runs: a fixed pool of compute threads with a bounded queue.
 
-ONNX Runtime, MediaPipe, OpenCV and Pillow release the GIL, so one thread per core keeps
+ONNX Runtime, OpenCV and Pillow release the GIL, so one thread per core keeps
 every core busy; more threads than cores (or intra-op threads x callers > cores) only
 oversubscribes them. Every RPC's work goes through this one pool, so the number of images
 being computed or waiting is bounded whatever the number of callers.

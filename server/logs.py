@@ -31,8 +31,8 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO", stream=None) -> logging.Logger:
     """Send the ekyc logger's records to ``stream`` (stdout) as JSON lines.
 
-    stdout holds only these JSON lines; native libraries (MediaPipe's LiteRT) write
-    their own plain-text start-up messages to stderr.
+    stdout holds only these JSON lines; native libraries (ONNX Runtime, OpenCV) write
+    their own plain-text messages, if any, to stderr.
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()

@@ -3,7 +3,7 @@
 ``ekyc-train`` (``training/cli.py``) runs the pipeline one step at a time:
 ``split -> crops -> train -> export (+ calibrate) -> evaluate -> publish`` (``ekyc-train all``
 does the first five). Every stage shares the server's preprocessing: ``ekyc.quality.decode_image``,
-the MediaPipe ``FaceDetector`` and ``crop_face`` with the ``CropRule`` stored in the model
+the server's ``FaceDetector`` (MediaPipe's BlazeFace) and ``crop_face`` with the ``CropRule`` stored in the model
 metadata; normalisation lives inside the exported ONNX graph; evaluation scores through
 ``ekyc.server.model.LivenessModel`` (ONNX Runtime).
 
