@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ekyc.quality.ort_session import cpu_session
+
 
 # A raw detection: x0, y0, x1, y1, score, and the eye keypoints (right x, y, left x, y) or None.
 Box = tuple[float, float, float, float, float, "tuple[float, float, float, float] | None"]
@@ -104,17 +106,10 @@ class FaceDetector:
     """
 
     def __init__(self, options: FaceDetectorOptions, model_bytes: bytes | None = None):
-        import onnxruntime as ort
-
         self._options = options
         model = model_bytes if model_bytes is not None else load_detector_model(options.model_path)
-        session_options = ort.SessionOptions()
-        # One thread per call: the server runs one image per core (see server/compute.py).
-        session_options.intra_op_num_threads = 1
-        session_options.inter_op_num_threads = 1
-        session_options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(model, session_options, providers=["CPUExecutionProvider"])
+            self._session = cpu_session(model)
         except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
             raise FaceDetectorModelError(f"cannot load the face detector {options.model_path}: {error}") from error
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

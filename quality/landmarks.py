@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ekyc.quality.faces import Face
+from ekyc.quality.ort_session import cpu_session
 
 FACE_MESH_FILES = ("face_landmarks.onnx", "face_blendshapes.onnx", "geometry_pipeline_metadata_landmarks.binarypb")
 # The landmark model's input side (pixels) and the crop around the detector's box (MediaPipe's
@@ -267,24 +268,15 @@ class FaceMesh:
     face for head pose. Thread-safe (ONNX Runtime sessions are); a context manager."""
 
     def __init__(self, model_dir: Path, min_presence_confidence: float = 0.5, intra_op_threads: int = 1):
-        import onnxruntime as ort
-
         model_dir = Path(model_dir)
         missing = [name for name in FACE_MESH_FILES if not (model_dir / name).is_file()]
         if missing:
             raise LandmarkerModelError(
                 f"{model_dir} lacks {', '.join(missing)}: a face mesh folder made by scripts/convert_face_mesh.py is needed"
             )
-        options = ort.SessionOptions()
-        # One thread per call: the server runs one image per core (see server/compute.py).
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         try:
-            self._landmarks = ort.InferenceSession(
-                str(model_dir / "face_landmarks.onnx"), options, providers=["CPUExecutionProvider"])
-            self._blendshapes = ort.InferenceSession(
-                str(model_dir / "face_blendshapes.onnx"), options, providers=["CPUExecutionProvider"])
+            self._landmarks = cpu_session(model_dir / "face_landmarks.onnx", intra_op_threads)
+            self._blendshapes = cpu_session(model_dir / "face_blendshapes.onnx", intra_op_threads)
         except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
             raise LandmarkerModelError(f"cannot load the face mesh models in {model_dir}: {error}") from error
         self._landmarks_input = self._landmarks.get_inputs()[0].name

@@ -131,12 +131,7 @@ class ComputePool:
         self._admit(wait)
         try:
             if self._running.try_acquire():
-                try:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise DeadlineExpiredError("the request's deadline had passed; it was not computed")
-                    return fn(*args)
-                finally:
-                    self._running.release()
+                return self._compute_holding_slot(fn, args, deadline)
             try:
                 future = self._executor.submit(self._run, fn, args, deadline)
             except RuntimeError:
@@ -158,6 +153,10 @@ class ComputePool:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._running.acquire(timeout=timeout):
             raise DeadlineExpiredError("the request's deadline passed while it waited; it was not computed")
+        return self._compute_holding_slot(fn, args, deadline)
+
+    def _compute_holding_slot(self, fn, args, deadline):
+        """``fn(*args)`` unless ``deadline`` has passed; releases the running slot the caller took."""
         try:
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExpiredError("the request's deadline passed while it waited; it was not computed")

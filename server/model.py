@@ -12,6 +12,7 @@ import numpy as np
 
 from ekyc.quality.errors import EkycError
 from ekyc.quality.faces import CropRule
+from ekyc.quality.ort_session import cpu_session
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "spoof_probability"
@@ -107,22 +108,13 @@ class LivenessModel:
     """
 
     def __init__(self, model_path: Path, intra_op_threads: int = 1):
-        import onnxruntime as ort
-
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ModelLoadError(f"model file not found: {model_path}")
         self.path = model_path
         self.metadata = ModelMetadata.load(metadata_path(model_path))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, intra_op_threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._session = cpu_session(model_path, intra_op_threads)
         except Exception as exc:  # ORT raises its own untyped errors for bad files
             raise ModelLoadError(f"model {model_path} cannot be loaded: {exc}") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
