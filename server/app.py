@@ -176,7 +176,11 @@ def serve(config: Config) -> None:
     except StartupError:
         server.grpc_server.stop(0)
         raise
-    stop_requested.wait()
+    # Wake up regularly: Python runs signal handlers in the main thread only, and the kernel may
+    # deliver SIGTERM to one of the native threads (ONNX Runtime, gRPC) instead, which leaves a
+    # main thread blocked in an untimed wait asleep for good (seen under load in CI).
+    while not stop_requested.wait(timeout=0.2):
+        pass
     server.stop(drain=config.server.shutdown_drain_s)
 
 
