@@ -125,28 +125,25 @@ class ServerProcess:
         self.stderr_lines: list[str] = []
 
     def wait_serving(self, timeout: float = 60.0) -> "ServerProcess":
-        """Read JSON log lines until 'serving'; fail if the process ends first."""
-        import select
+        """Wait for the 'serving' log line; fail if the process ends first.
+
+        Threads read stdout and stderr from the start (a select() on a buffered pipe misses
+        lines already read into Python's buffer, and a full pipe would block the server)."""
         import time
 
+        self._start_draining()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
-            if not ready:
-                if self.process.poll() is not None:
-                    break
-                continue
-            line = self.process.stdout.readline()
-            if not line:
+            for entry in list(self.log):
+                if entry["event"] == "listening":
+                    self.port = entry["port"]
+                if entry["event"] == "serving":
+                    return self
+            if self.process.poll() is not None and not self._drainers[0].is_alive():
                 break
-            entry = json.loads(line)
-            self.log.append(entry)
-            if entry["event"] == "listening":
-                self.port = entry["port"]
-            if entry["event"] == "serving":
-                self._start_draining()
-                return self
-        raise AssertionError(f"server did not start: {self.process.stderr.read() if self.process.poll() is not None else 'timeout'}")
+            time.sleep(0.05)
+        ended = self.process.poll() is not None
+        raise AssertionError(f"server did not start: {''.join(self.stderr_lines) if ended else 'timeout'}")
 
     @property
     def target(self) -> str:
@@ -155,6 +152,9 @@ class ServerProcess:
     def _start_draining(self) -> None:
         """Keep reading stdout (and stderr) so that the server never blocks on a full pipe."""
         import threading
+
+        if getattr(self, "_drainers", None):
+            return
 
         def drain_stdout():
             for line in self.process.stdout:
