@@ -131,18 +131,7 @@ class FaceDetector:
         ``eyes`` is (right x, y, left x, y). Like MediaPipe's task, a box that crosses the
         image's left or top edge is moved inside it, keeping its size (up to the image's)."""
         height, width = rgb.shape[:2]
-        # The whole frame, letterboxed into the square input (zero border), mapped corner to
-        # corner as MediaPipe's ImageToTensor does; values scaled to [-1, 1].
-        scale = DETECTOR_INPUT / float(max(width, height))
-        offset_x = (DETECTOR_INPUT - width * scale) / 2.0
-        offset_y = (DETECTOR_INPUT - height * scale) / 2.0
-        matrix = np.float32([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
-        tensor = cv2.warpAffine(
-            rgb, matrix, (DETECTOR_INPUT, DETECTOR_INPUT), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-        ).astype(np.float32)
-        tensor *= 2.0 / 255.0
-        tensor -= 1.0
+        tensor, scale, offset_x, offset_y = detector_input(rgb)
         regressors, logits = self._session.run(self._outputs, {self._input: tensor[None]})
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100.0, 100.0)))
         keep = np.flatnonzero(scores >= self._options.min_confidence)
@@ -176,6 +165,24 @@ class FaceDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def detector_input(rgb: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """BlazeFace's input for an RGB uint8 image: (tensor (128, 128, 3) float32 in [-1, 1],
+    scale, x offset, y offset). The whole frame is letterboxed into the square input (zero
+    border), mapped corner to corner as MediaPipe's ImageToTensor does."""
+    height, width = rgb.shape[:2]
+    scale = DETECTOR_INPUT / float(max(width, height))
+    offset_x = (DETECTOR_INPUT - width * scale) / 2.0
+    offset_y = (DETECTOR_INPUT - height * scale) / 2.0
+    matrix = np.float32([[scale, 0.0, offset_x], [0.0, scale, offset_y]])
+    tensor = cv2.warpAffine(
+        rgb, matrix, (DETECTOR_INPUT, DETECTOR_INPUT), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    ).astype(np.float32)
+    tensor *= 2.0 / 255.0
+    tensor -= 1.0
+    return tensor, scale, offset_x, offset_y
 
 
 def _weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, threshold: float):

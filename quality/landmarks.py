@@ -263,20 +263,36 @@ class Roi:
         return points
 
 
+def landmark_input(rgb: np.ndarray, roi: Roi) -> np.ndarray:
+    """The landmark model's input for ``roi`` of an RGB uint8 image: (256, 256, 3) float32 0..1."""
+    crop = roi.crop(rgb).astype(np.float32)
+    crop *= 1.0 / 255.0
+    return crop
+
+
+def blendshape_input(points: np.ndarray) -> np.ndarray:
+    """The blendshape model's input: the 146 points it reads, x and y in image pixels, (146, 2) float32."""
+    return np.ascontiguousarray(points[list(BLENDSHAPE_POINTS), :2], dtype=np.float32)
+
+
 class FaceMesh:
     """MediaPipe's face landmark and blendshape models on ONNX Runtime, plus the canonical
     face for head pose. Thread-safe (ONNX Runtime sessions are); a context manager."""
 
-    def __init__(self, model_dir: Path, min_presence_confidence: float = 0.5, intra_op_threads: int = 1):
+    def __init__(self, model_dir: Path, min_presence_confidence: float = 0.5, intra_op_threads: int = 1,
+                 landmarks_file: str = FACE_MESH_FILES[0], blendshapes_file: str = FACE_MESH_FILES[1]):
+        """``landmarks_file`` and ``blendshapes_file`` name the two models in ``model_dir`` (the
+        float conversions by default; scripts/quantize_models.py writes int8 ones beside them)."""
         model_dir = Path(model_dir)
-        missing = [name for name in FACE_MESH_FILES if not (model_dir / name).is_file()]
+        needed = (landmarks_file, blendshapes_file, FACE_MESH_FILES[2])
+        missing = [name for name in needed if not (model_dir / name).is_file()]
         if missing:
             raise LandmarkerModelError(
                 f"{model_dir} lacks {', '.join(missing)}: a face mesh folder made by scripts/convert_face_mesh.py is needed"
             )
         try:
-            self._landmarks = cpu_session(model_dir / "face_landmarks.onnx", intra_op_threads)
-            self._blendshapes = cpu_session(model_dir / "face_blendshapes.onnx", intra_op_threads)
+            self._landmarks = cpu_session(model_dir / landmarks_file, intra_op_threads)
+            self._blendshapes = cpu_session(model_dir / blendshapes_file, intra_op_threads)
         except Exception as error:  # noqa: BLE001 - ORT raises its own exception types
             raise LandmarkerModelError(f"cannot load the face mesh models in {model_dir}: {error}") from error
         self._landmarks_input = self._landmarks.get_inputs()[0].name
@@ -290,17 +306,14 @@ class FaceMesh:
 
     def run(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         """(points (478, 3) in image pixels, face presence 0..1) in ``roi``."""
-        crop = roi.crop(rgb).astype(np.float32)
-        crop *= 1.0 / 255.0
-        raw, presence = self._landmarks.run(self._landmarks_outputs, {self._landmarks_input: crop[None]})
+        raw, presence = self._landmarks.run(self._landmarks_outputs, {self._landmarks_input: landmark_input(rgb, roi)[None]})
         normalized = raw.reshape(-1, 3) / INPUT_SIDE
         score = 1.0 / (1.0 + math.exp(-float(np.asarray(presence).ravel()[0])))
         return roi.project(normalized), score
 
     def blendshapes(self, points: np.ndarray) -> dict[str, float]:
         """The 52 blendshape scores of a face from its landmarks (in pixels)."""
-        subset = np.ascontiguousarray(points[list(BLENDSHAPE_POINTS), :2], dtype=np.float32)
-        (scores,) = self._blendshapes.run(None, {self._blendshapes_input: subset[None]})
+        (scores,) = self._blendshapes.run(None, {self._blendshapes_input: blendshape_input(points)[None]})
         return {name: float(value) for name, value in zip(BLENDSHAPE_NAMES, np.asarray(scores).ravel())}
 
     def pose(self, points: np.ndarray) -> HeadPose:

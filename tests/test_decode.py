@@ -92,3 +92,54 @@ def test_pixel_limit_is_checked_from_the_header():
         decode_image(bomb, LIMIT)
     with pytest.raises(ImageTooLargeError):
         decode_image(encode(gradient(100, 100), "PNG"), max_pixels=5_000)
+
+
+def smooth(height, width) -> np.ndarray:
+    """A smooth colour image (JPEG-friendly): gradients and a disc."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    disc = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (height / 3) ** 2) * 80
+    return np.clip(np.stack([x / width * 255, y / height * 255, 60 + disc], axis=2), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("min_short_side, scale", [(0, 1), (600, 1), (360, 2), (180, 4), (90, 8), (20, 8)])
+def test_a_large_jpeg_is_decoded_reduced_in_the_dct_domain(min_short_side, scale):
+    from ekyc.quality.decode import decode
+
+    rgb = smooth(720, 1280)
+    decoded = decode(encode(rgb, "JPEG", quality=95), LIMIT, min_short_side)
+    assert (decoded.width, decoded.height, decoded.scale) == (1280, 720, scale)
+    assert decoded.rgb.shape == (720 // scale, 1280 // scale, 3) and decoded.rgb.dtype == np.uint8
+    # What libjpeg computes at 1/scale is what an area resize of the full image gives, nearly.
+    import cv2
+
+    expected = cv2.resize(rgb, (1280 // scale, 720 // scale), interpolation=cv2.INTER_AREA)
+    assert np.abs(decoded.rgb.astype(int) - expected.astype(int)).mean() < 3
+
+
+def test_the_reduced_decode_keeps_the_upright_size_and_orientation():
+    from ekyc.quality.decode import decode
+
+    rgb = smooth(720, 1000)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode(encode(rgb, "JPEG", quality=95, exif=exif.tobytes()), LIMIT, 300)
+    assert (decoded.width, decoded.height, decoded.scale) == (720, 1000, 2)
+    assert decoded.rgb.shape == (500, 360, 3)
+    full = decode(encode(rgb, "JPEG", quality=95, exif=exif.tobytes()), LIMIT)
+    assert full.rgb.shape == (1000, 720, 3) and full.scale == 1
+    assert np.abs(decoded.rgb.astype(int) - full.rgb[::2, ::2].astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_only_jpeg_is_reduced(fmt):
+    from ekyc.quality.decode import decode
+
+    decoded = decode(encode(smooth(720, 1280), fmt), LIMIT, 180)
+    assert decoded.scale == 1 and decoded.rgb.shape == (720, 1280, 3)
+
+
+def test_the_pixel_limit_is_checked_on_the_full_size_even_when_reduced():
+    from ekyc.quality.decode import decode
+
+    with pytest.raises(ImageTooLargeError):
+        decode(encode(smooth(720, 1280), "JPEG"), 1280 * 720 - 1, 90)
