@@ -723,13 +723,49 @@ def test_service_runs_on_an_ec2_capacity_provider_behind_the_load_balancer(cfn, 
     assert default_type == "t3.small"  # 2 vCPU, 2 GiB: the size the task definition is cut for
 
 
-def test_service_scales_on_cpu_with_target_tracking(cfn):
-    policy = only(cfn, "AWS::ApplicationAutoScaling::ScalingPolicy")
-    assert policy["PolicyType"] == "TargetTrackingScaling"
-    config = policy["TargetTrackingScalingPolicyConfiguration"]
-    assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+def test_service_scales_on_images_per_task_with_a_cpu_backstop(cfn):
+    policies = {name: r["Properties"] for name, r in resources_of(cfn, "AWS::ApplicationAutoScaling::ScalingPolicy").items()}
+    assert set(policies) == {"ImagesScalingPolicy", "CpuScalingPolicy"}
     target = only(cfn, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert target["ScalableDimension"] == "ecs:service:DesiredCount" and target["ServiceNamespace"] == "ecs"
+    for policy in policies.values():
+        assert policy["PolicyType"] == "TargetTrackingScaling" and policy["ScalingTargetId"] == {"Ref": "ScalableTarget"}
+    cpu = policies["CpuScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert cpu["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+    config = policies["ImagesScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == {"Ref": "TargetImagesPerTask"}
+    queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
+    # Every image RPC the server counts (server/metrics.py writes Requests per method, one per
+    # stream item), summed per minute, over the running tasks of this service.
+    from ekyc.server import metrics
+
+    methods = {q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]: q for q in queries.values()
+               if q.get("MetricStat", {}).get("Metric", {}).get("Namespace") == metrics.NAMESPACE}
+    assert set(methods) == {"Verify", "VerifyStream", "CheckQuality"}
+    for query in methods.values():
+        assert query["MetricStat"]["Metric"]["MetricName"] == "Requests" and query["MetricStat"]["Stat"] == "Sum"
+    tasks = queries["tasks"]["MetricStat"]
+    assert tasks["Metric"]["Namespace"] == "ECS/ContainerInsights" and tasks["Metric"]["MetricName"] == "RunningTaskCount"
+    assert {d["Name"] for d in tasks["Metric"]["Dimensions"]} == {"ClusterName", "ServiceName"}
+    (returned,) = [q for q in queries.values() if q["ReturnData"]]
+    for name in ("verify", "stream", "quality", "tasks", "/ 60"):
+        assert name in returned["Expression"]
+    # The cluster publishes RunningTaskCount only with Container Insights on.
+    settings = only(cfn, "AWS::ECS::Cluster")["ClusterSettings"]
+    assert {"Name": "containerInsights", "Value": "enabled"} in settings
+
+
+def test_the_images_per_task_target_comes_from_the_benchmark(cfn, rendered):
+    """The default keeps each task at 70 % of what one task of the shipped task definition
+    holds in the committed benchmark (bench/results-2vcpu.json, 640x480, the slower of the
+    unary and stream paths), on the machine size the task definition reserves."""
+    results = json.loads((ROOT / "bench" / "results-2vcpu.json").read_text())
+    assert results["cores"] == int(rendered["cpu"]) // 1024 == 2
+    figures = results["sizes"]["640x480"]
+    capacity = min(figures["unary_images_per_s"], figures["stream_images_per_s"])
+    default = cfn["Parameters"]["TargetImagesPerTask"]["Default"]
+    assert abs(default - 0.7 * capacity) <= 0.05 * capacity, (default, capacity)
+    assert cfn["Parameters"]["TargetCpuPercent"]["Default"] > 70  # the CPU policy is the backstop, not the driver
 
 
 def test_log_group_has_retention_and_deregistration_covers_shutdown(cfn):
