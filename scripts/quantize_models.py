@@ -415,17 +415,39 @@ def liveness_scores(model_path: Path, crops: np.ndarray) -> np.ndarray:
 def quantize_liveness(model_path: Path, out_path: Path, data_dir: Path, calibration: int = 300, seed: int = 0,
                       cache_dir: Path | None = None, timing_inputs: int = 100, evaluation_parts=("test",),
                       recipes: tuple[str, ...] = RECIPES) -> dict:
-    """Quantise a liveness model; return its report (``kept`` says whether it passed), and when it
-    passed, write ``out_path`` and its metadata beside it (the float model's, version -int8)."""
-    from ekyc.server.model import LivenessModel, metadata_path
+    """Quantise a liveness model on the shared data: calibration on crops of the training
+    subjects, parity on the model card's evaluation (``evaluation_parts`` of the split file)."""
+    from ekyc.server.model import LivenessModel
 
-    model_path, out_path = Path(model_path), Path(out_path)
-    model = LivenessModel(model_path)
+    model = LivenessModel(Path(model_path))
     train_crops, _ = liveness_crops(data_dir, model, ("train",), cache_dir)
     order = np.random.default_rng(seed).permutation(len(train_crops))[:calibration]
-    dtype = input_dtype(model_path)
-    feeds = [train_crops[i].astype(dtype) for i in order]
     test_crops, test_labels = liveness_crops(data_dir, model, tuple(evaluation_parts), cache_dir)
+    return quantize_liveness_on(
+        model_path, out_path, train_crops[order], test_crops, test_labels, timing_inputs, recipes,
+        calibration_note={"split_file": "training/splits/shared-data.json", "parts": ["train"], "seed": seed},
+        evaluation_note={"split_file": "training/splits/shared-data.json", "parts": list(evaluation_parts)},
+    )
+
+
+def quantize_liveness_on(model_path: Path, out_path: Path, calibration_crops: np.ndarray, crops: np.ndarray,
+                         labels: np.ndarray, timing_inputs: int = 100, recipes: tuple[str, ...] = RECIPES,
+                         max_auc_difference: float | None = None, min_cpu_saving: float = MIN_SPEEDUP,
+                         calibration_note: dict | None = None,
+                         evaluation_note: dict | None = None) -> dict:
+    """Quantise a liveness model (ONNX + its .json metadata) with each recipe, calibrated on
+    ``calibration_crops`` (uint8 face crops); keep the candidate whose ROC AUC on ``crops`` /
+    ``labels`` (1 = spoof) is within ``max_auc_difference`` of the float model's and that costs
+    at least MIN_SPEEDUP less CPU. Returns the report; when one passes, writes ``out_path`` and
+    its metadata beside it (the float model's, version suffixed -int8, with the report)."""
+    from ekyc.server.model import LivenessModel, metadata_path
+
+    limit = MAX_AUC_DIFFERENCE if max_auc_difference is None else max_auc_difference
+    model_path, out_path = Path(model_path), Path(out_path)
+    model = LivenessModel(model_path)
+    dtype = input_dtype(model_path)
+    feeds = [c.astype(dtype) for c in calibration_crops]
+    test_crops, test_labels = crops, np.asarray(labels, dtype=np.int64)
     from ekyc.training.metrics import roc_auc
 
     metadata = json.loads(metadata_path(model_path).read_text())
@@ -436,12 +458,11 @@ def quantize_liveness(model_path: Path, out_path: Path, data_dir: Path, calibrat
         "onnxruntime": __import__("onnxruntime").__version__,
         "method": "quant_pre_process + quantize_static: QDQ, per channel, uint8 activations, int8 weights",
         "float": model_path.name, "float_sha256": sha256(model_path), "float_version": model.version,
-        "calibration": {"split_file": "training/splits/shared-data.json", "parts": ["train"], "crops": len(feeds),
-                        "seed": seed},
-        "evaluation": {"parts": list(evaluation_parts), "crops": int(len(test_labels)),
+        "calibration": {**(calibration_note or {}), "crops": len(feeds)},
+        "evaluation": {**(evaluation_note or {}), "crops": int(len(test_labels)),
                        "spoof": int(test_labels.sum()), "live": int(len(test_labels) - test_labels.sum())},
         "auc_float": round(auc_float, 5),
-        "thresholds": {"max_auc_difference": MAX_AUC_DIFFERENCE, "min_cpu_saving": MIN_SPEEDUP},
+        "thresholds": {"max_auc_difference": limit, "min_cpu_saving": min_cpu_saving},
         "candidates": {},
         "kept": False,
     }
@@ -470,11 +491,11 @@ def quantize_liveness(model_path: Path, out_path: Path, data_dir: Path, calibrat
             }
             # Within 0.002 either way: a model whose AUC moves up as much scores differently
             # too, and the shipped operating points were calibrated on the float model's scores.
-            agrees = abs(auc_int8 - auc_float) <= MAX_AUC_DIFFERENCE
-            faster = entry["cpu_ms_per_call"]["saving"] >= MIN_SPEEDUP
+            agrees = abs(auc_int8 - auc_float) <= limit
+            faster = entry["cpu_ms_per_call"]["saving"] >= min_cpu_saving
             entry["passes"] = bool(agrees and faster)
             entry["why"] = "faster and agrees" if entry["passes"] else (
-                "AUC moves more than 0.002" if not agrees else "not enough faster")
+                f"AUC moves more than {limit}" if not agrees else "not enough faster")
             report["candidates"][recipe] = entry
             if entry["passes"] and (best is None or abs(entry["auc_difference"]) < abs(best[1]["auc_difference"])):
                 best = (recipe, entry, candidate.read_bytes())
