@@ -16,21 +16,22 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 import grpc
 from google.protobuf import json_format
 
+from ekyc.argparsing import EXIT_USAGE, ArgumentParser
 from ekyc.client.client import DEFAULT_TARGET, LivenessClient, LivenessError
+from ekyc.imagefiles import expand_paths
 from ekyc.v1 import liveness_pb2 as pb
 
 EXIT_OK = 0
-EXIT_ERROR = 1
+EXIT_ERROR = EXIT_USAGE
 EXIT_SPOOF = 2
 EXIT_QUALITY = 3
 EXIT_UNCERTAIN = 4
 EXIT_INTERRUPTED = 130
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CSV_COLUMNS = (
     "path", "status", "decision", "is_live", "liveness_score", "confidence", "threshold", "profile", "model_version",
     "quality_passed", "reasons", "error_code", "error_message",
@@ -40,16 +41,8 @@ CSV_COLUMNS = (
 _FATAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1 like every other error: 2 means 'spoof' to scripts."""
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ekyc-client", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="ekyc-client", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--server",
         default=os.environ.get("EKYC_SERVER", DEFAULT_TARGET),
@@ -62,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     parser.add_argument("--tls-server-name", help="name to check in the server's certificate (default: the host)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     verify = commands.add_parser("verify", help="quality gate + liveness decision for each image")
     verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
     verify.add_argument("--no-quality", action="store_true", help="skip the quality gate")
@@ -142,18 +135,6 @@ def exit_code(counts: Counter) -> int:
     if counts["quality_failed"]:
         return EXIT_QUALITY
     return EXIT_OK
-
-
-def expand_paths(arguments: Iterable[str]) -> Iterator[str]:
-    """Files as given; folders walked (sorted) for JPEG/PNG files."""
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    yield str(child)
-        else:
-            yield argument
 
 
 class ResultWriter:
@@ -334,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _health(client)
             paths = list(expand_paths(args.images))
             if not paths:
-                print("ekyc-client: no JPEG or PNG files found", file=sys.stderr)
+                print("ekyc-client: no JPEG, PNG or WebP files found", file=sys.stderr)
                 return EXIT_ERROR
             try:
                 writer = ResultWriter(args, total=len(paths))

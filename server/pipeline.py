@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ekyc.models.liveness import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
 from ekyc.quality.faces import crop_face
-from ekyc.quality.gate import QualityGate, QualityReason, QualityResult
+from ekyc.quality.gate import QualityGate
+from ekyc.quality.rules import QualityReason, QualityResult
 from ekyc.server.config import Config
-from ekyc.server.model import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Verdict:
     model_version: str
     profile: str = ""
     decision: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """What the request came to: quality_failed, live, spoof or uncertain."""
+        return "quality_failed" if self.quality_failed else self.decision
 
 
 class LivenessPipeline:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ServerProcess
 from ekyc.client import LivenessClient, LivenessError
-from ekyc.server.config import DEFAULT_MODEL
+from ekyc.paths import DEFAULT_MODEL
 from ekyc.v1 import liveness_pb2 as pb
 
 SERVER = str(Path(sys.executable).parent / "ekyc-server")

@@ -219,15 +219,6 @@ def test_no_request_id_or_other_personal_data_in_any_record():
 
 
 @pytest.fixture()
-def ekyc_logger():
-    """The ekyc logger, restored afterwards (other tests may rely on its handlers)."""
-    logger = logging.getLogger(logs.LOGGER_NAME)
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield logger
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
-@pytest.fixture()
 def captured(ekyc_logger):
     stream = io.StringIO()
     logs.configure("INFO", stream=stream)

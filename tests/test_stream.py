@@ -74,7 +74,7 @@ def test_a_flood_never_exceeds_the_compute_capacity(server, target, face_jpeg):
         sampler.join()
     assert len(responses) == 120
     assert 0 < peak <= capacity
-    assert peak <= server.servicer.stream_window
+    assert peak <= server.service.stream_window
 
 
 def test_a_client_that_stops_reading_does_not_wedge_the_server(server, target, face_jpeg):
@@ -91,7 +91,7 @@ def test_a_client_that_stops_reading_does_not_wedge_the_server(server, target, f
     call = stub.VerifyStream(endless())  # never read
     try:
         time.sleep(1.0)
-        assert server.compute.admitted <= server.servicer.stream_window
+        assert server.compute.admitted <= server.service.stream_window
         with LivenessClient(target, timeout=10) as other:
             assert other.verify(face_jpeg).status == pb.VERIFY_STATUS_SUCCESS
     finally:

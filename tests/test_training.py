@@ -306,7 +306,7 @@ def test_every_backbone_builds_and_exports_with_dynamic_batch(architecture, tmp_
 
 
 def test_export_parity_and_runtime_load(tiny_run, real_crops, tmp_path):
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.export import MAX_MODEL_BYTES, export_onnx, parity, torch_scores, write_metadata
     from ekyc.training.model import load_checkpoint
 
@@ -386,7 +386,8 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
 # --- the shipped model ---------------------------------------------------------------------
 
 def test_shipped_model_loads_with_server_metadata():
-    from ekyc.server.model import LivenessModel, sha256_file
+    from ekyc.model_store import sha256_file
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.export import MAX_MODEL_BYTES, probe_batch
 
     assert SHIPPED.is_file(), "models/liveness.onnx is missing"
@@ -446,7 +447,7 @@ def test_shipped_model_metadata_describes_test_metrics():
 def test_shipped_model_separates_real_crops(real_crops, tmp_path):
     """Sanity, not a benchmark: on real crops (cut with the shipped model's own crop rule) the
     scores are valid and not constant."""
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.crops import CropCache, build_crops, load_crops
 
     model = LivenessModel(SHIPPED)

@@ -5,7 +5,7 @@
 does the first five). Every stage shares the server's preprocessing: ``ekyc.quality.decode_image``,
 the server's ``FaceDetector`` (MediaPipe's BlazeFace) and ``crop_face`` with the ``CropRule`` stored in the model
 metadata; normalisation lives inside the exported ONNX graph; evaluation scores through
-``ekyc.server.model.LivenessModel`` (ONNX Runtime).
+``ekyc.models.liveness.LivenessModel`` (ONNX Runtime).
 
 Modules: ``data`` (loaders for the shared manifest, CelebA-Spoof and live/spoof folders;
 subject-disjoint splits), ``crops`` (the crop cache), ``augment`` (augmentations and print/replay

@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ekyc.training.crops import DEFAULT_CACHE, DEFAULT_DETECTOR, PROJECT_ROOT
+from ekyc.paths import DEFAULT_CACHE, DEFAULT_DETECTOR, DEFAULT_MODEL, PROJECT_ROOT
 
 DEFAULT_SPLIT = PROJECT_ROOT / "training" / "splits" / "shared-data.json"
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "liveness.onnx"
 PROG = "ekyc-train"
 
 
@@ -381,7 +380,7 @@ def step_export(args, checkpoint=None, samples=None, split=None, parts=None):
 def step_calibrate(args):
     import numpy as np
 
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.calibrate import calibrate, metadata_profiles
     from ekyc.training.evaluate import score_items
     from ekyc.training.export import update_metadata
@@ -421,7 +420,7 @@ def _eval_parts(args, samples, data_dir):
 
 
 def step_evaluate(args, model_path=None, samples=None, update_metadata=None):
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.evaluate import evaluate, summary_line
     from ekyc.training.export import update_metadata as update
 
@@ -558,7 +557,7 @@ def render_compare(rows: list[dict]) -> str:
 
 
 def step_bench(args):
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.export import latency_ms
 
     model = LivenessModel(Path(args.model))
@@ -596,8 +595,8 @@ STEPS = {"split": step_split, "crops": step_crops, "train": step_train, "export"
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ekyc.quality.errors import EkycError
-    from ekyc.server.model import ModelLoadError
+    from ekyc.errors import EkycError
+    from ekyc.errors import ModelLoadError
     from ekyc.training.data import DataError
     from ekyc.training.publish import PublishError
 

@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ekyc.paths import DEFAULT_CACHE, DEFAULT_DETECTOR
 from ekyc.training.data import Sample
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = PROJECT_ROOT / ".cache"
-DEFAULT_DETECTOR = PROJECT_ROOT / "models" / "mediapipe" / "face_detector.onnx"
 # The server's default limit (server/default.toml [quality] max_image_pixels).
 MAX_PIXELS = 40_000_000
 
