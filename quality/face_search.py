@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Sequence
 
 import numpy as np
 
-from ekyc.quality.faces import RELIABLE_FACE_SHARE, Face, FaceDetector, FaceDetectorOptions, clip_box, search_faces
+from ekyc.quality.faces import (
+    RELIABLE_FACE_SHARE,
+    CropRule,
+    Face,
+    FaceDetector,
+    FaceDetectorOptions,
+    clip_box,
+    crop_face,
+    search_faces,
+)
 from ekyc.quality.landmarks import FaceLandmarks, FaceMesh
 from ekyc.quality.options import QualityGateOptions
+
+
+def crop_main_face(rgb: np.ndarray, faces: Sequence[Face], rule: CropRule) -> np.ndarray | None:
+    """The liveness model's input: the main face (``faces[0]``, as ``FaceFinder.find`` orders
+    them: the most prominent face the face mesh confirmed) cut out with ``rule``; None without
+    a face. The server (server/pipeline.py) and training's crop cache (training/crops.py) both
+    crop through here, so the model is trained on the face it is later asked about."""
+    if not faces:
+        return None
+    return crop_face(rgb, faces[0], rule)
 
 
 def _warm_up_portrait() -> np.ndarray | None:

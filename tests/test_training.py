@@ -141,19 +141,20 @@ def real_crops(tmp_path_factory):
 @needs_data
 @pytest.mark.data
 def test_cached_crops_are_the_server_crops(real_crops):
-    """The cache holds exactly decode_image -> FaceDetector -> crop_face of the largest face."""
-    from ekyc.quality.decode import decode_image
-    from ekyc.quality.faces import FaceDetector, FaceDetectorOptions, crop_face
-    from ekyc.training.crops import DEFAULT_DETECTOR, load_crop
+    """The cache holds exactly what the server scores: decode, the gate's main face, crop_main_face."""
+    from ekyc.quality.face_search import crop_main_face
+    from ekyc.quality.gate import QualityGate
+    from ekyc.quality.options import load_gate_options
+    from ekyc.training.crops import load_crop
 
     picked, cache, crops = real_crops
     frames = [(s, p) for s, p in cache.usable(picked) if s.kind == "frame"]
     assert frames and crops.shape[1:] == (64, 64, 3)
-    with FaceDetector(FaceDetectorOptions(model_path=DEFAULT_DETECTOR)) as detector:
+    with QualityGate(load_gate_options(environ={})) as gate:
         for sample, path in frames:
-            rgb = decode_image((Path(DATA_DIR) / sample.path).read_bytes(), 40_000_000)
-            faces = detector.detect(rgb)
-            assert np.array_equal(load_crop(path), crop_face(rgb, faces[0], TINY))
+            rgb = gate.decode((Path(DATA_DIR) / sample.path).read_bytes())
+            quality = gate.assess(rgb)
+            assert np.array_equal(load_crop(path), crop_main_face(rgb, quality.faces, TINY))
 
 
 # --- training, export, evaluation ------------------------------------------------------------
