@@ -72,11 +72,15 @@ def test_clean_photos_are_rarely_rejected_for_each_reason(report, reason):
     assert rate <= MAX_CLEAN_FALSE_REJECTS, (reason.value, rate, report.clean_flagged_names.get(reason))
 
 
-def test_closed_eyes_are_caught_on_the_labelled_frames(gate):
+def test_eyes_closed_still_fires_on_the_frames_a_person_confirmed(gate):
+    """A regression check, not a recall measurement: these frames were found by ranking the
+    blink score and then confirmed closed by eye (docs/quality.md), so a rate on them says
+    nothing about closed eyes the score misses. It fails if the model, the score or the
+    threshold stop flagging any of them."""
     frames = benchmark.closed_eye_samples(DATA_DIR, gate)
     assert len(frames) == len(benchmark.CLOSED_EYE_FRAMES)
-    tally = benchmark.closed_eyes(gate, frames)
-    assert tally.rate() >= MIN_CAUGHT, tally
+    missed = [f.name for f in frames if QualityReason.EYES_CLOSED not in gate.assess(f.rgb).reasons]
+    assert missed == []
 
 
 def test_face_detection_recall_on_the_annotated_faces(gate):
