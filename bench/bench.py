@@ -21,7 +21,6 @@ time per image, whatever the machine's load) is the figure to compare between ma
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -37,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 
 
@@ -47,10 +45,11 @@ def load_images(count: int, size: tuple[int, int]) -> list[bytes]:
     data_dir = os.environ.get("EKYC_DATA_DIR")
     sources: list[Path] = []
     if data_dir:
-        with open(Path(data_dir) / "manifest.csv", newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r["source"] == "nuaa" and r["label"] == "live"]
-        step = max(1, len(rows) // count)
-        sources = [Path(data_dir) / r["path"] for r in rows[::step][:count]]
+        from ekyc.training.data import nuaa_live_frames
+
+        frames = nuaa_live_frames(data_dir)
+        step = max(1, len(frames) // count)
+        sources = [Path(data_dir) / s.path for s in frames[::step][:count]]
     if not sources:
         import matplotlib.cbook
 
@@ -121,9 +120,9 @@ def _session_probes(pipeline) -> dict[str, tuple[object, str]]:
     """Where each model runs and where the landmarker and the measurements are called."""
     import ekyc.quality.gate as gate_module
 
-    gate = pipeline.gate
-    detector = getattr(gate, "_detector", None)
-    mesh = getattr(gate, "_landmarkers", None)
+    finder = getattr(pipeline.gate, "faces", None)
+    detector = getattr(finder, "_detector", None)
+    mesh = getattr(finder, "_landmarkers", None)
     return {
         "landmarks": (mesh, "measure"),
         "quality": (gate_module, "assess_quality"),

@@ -165,7 +165,7 @@ def quantize(float_path: Path, out_path: Path, feeds: list[np.ndarray], recipe: 
 def cpu_ms_per_call(paths: list[Path], feeds: list[np.ndarray], rounds: int = 3) -> list[float]:
     """Median thread CPU ms per call of each model in ``paths`` (one intra-op thread, as the
     server runs them), calls interleaved input by input so that both see the same machine."""
-    from ekyc.quality.ort_session import cpu_session
+    from ekyc.ort_session import cpu_session
 
     sessions = [cpu_session(p) for p in paths]
     names = [s.get_inputs()[0].name for s in sessions]
@@ -228,9 +228,10 @@ def landmark_parity(float_mesh, int8_mesh, detector, images: list[np.ndarray]) -
 
 def benchmark_images(gate, data_dir: Path, nuaa_frames: int, seed: int = 0, photos_every: int = 1):
     """The quality benchmark's images: its clean photos and NUAA live frames (``nuaa_frames``
-    drawn with ``seed``) and every degradation of each (quality/benchmark.py's cases), made
+    drawn with ``seed``) and every degradation of each (bench/quality_accuracy.py's cases), made
     once with ``gate``. Yields (name, rgb)."""
-    from ekyc.quality import benchmark
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality_accuracy as benchmark  # bench/quality_accuracy.py: the quality benchmark
 
     samples = benchmark.clean_samples(data_dir, gate, frames=False)[::photos_every]
     samples += benchmark.clean_samples(data_dir, gate, nuaa_count=nuaa_frames, photos=False, seed=seed)
@@ -281,21 +282,21 @@ def gate_with(quality_options, detector_file: str, landmarks_file: str, blendsha
 
     options = replace(quality_options, detector_model=folder / detector_file)
     gate = QualityGate(options)
-    if gate._landmarkers is not None:  # the gate's options name a folder, not files: swap the mesh in
-        gate._landmarkers = FaceMesh(folder, options.search.landmarker_min_presence_confidence,
-                                     landmarks_file=landmarks_file, blendshapes_file=blendshapes_file)
-    assert isinstance(gate._detector, FaceDetector)
-    gate._detector = FaceDetector(FaceDetectorOptions(folder / detector_file, options.min_detection_confidence))
+    finder = gate.faces
+    if finder._landmarkers is not None:  # the gate's options name a folder, not files: swap the mesh in
+        finder._landmarkers = FaceMesh(folder, options.search.landmarker_min_presence_confidence,
+                                       landmarks_file=landmarks_file, blendshapes_file=blendshapes_file)
+    finder._detector = FaceDetector(FaceDetectorOptions(folder / detector_file, options.min_detection_confidence))
     return gate
 
 
 def face_mesh(args) -> dict:
     from ekyc.quality.faces import FaceDetector, FaceDetectorOptions
     from ekyc.quality.landmarks import FaceMesh
-    from ekyc.server.config import load_config
+    from ekyc.quality.options import load_gate_options
 
     data_dir, folder = args.data, args.out
-    quality = load_config(None, {}, environ={}).quality
+    quality = load_gate_options(None, environ={})
     float_gate = gate_with(quality, *(FACE_MESH_MODELS[m][0] for m in ("detector", "landmarks", "blendshapes")), FACE_MESH_DIR)
     calibration_paths = [data_dir / r["path"] for r in draw(split_rows(data_dir, ("train",)), args.calibration, args.seed)]
     held_out_paths = [data_dir / r["path"] for r in draw(split_rows(data_dir, ("val", "test")), args.held_out, args.seed)]
@@ -343,10 +344,10 @@ def face_mesh(args) -> dict:
             files[name] = int8_file
             int8_gate = gate_with(quality, files["detector"], files["landmarks"], files["blendshapes"], tmp)
             if name == "detector":
-                entry["parity"] = detector_parity(float_gate._detector, int8_gate._detector, held_out.images)
+                entry["parity"] = detector_parity(float_gate.faces._detector, int8_gate.faces._detector, held_out.images)
                 ok = entry["parity"]["equal_boxes"] is not None and entry["parity"]["equal_boxes"] >= MIN_EQUAL_BOXES
             else:
-                entry["parity"] = landmark_parity(float_gate._landmarkers, int8_gate._landmarkers, float_gate._detector,
+                entry["parity"] = landmark_parity(float_gate.faces._landmarkers, int8_gate.faces._landmarkers, float_gate.faces._detector,
                                                   held_out.images)
                 ok = (entry["parity"]["landmark_error_iod_median"] is not None
                       and entry["parity"]["landmark_error_iod_median"] <= MAX_LANDMARK_ERROR_IOD
@@ -399,14 +400,14 @@ def liveness_crops(data_dir: Path, model, parts: tuple[str, ...], cache_dir: Pat
 
 def input_dtype(model_path: Path) -> np.dtype:
     """The numpy type of a model's first input (a liveness model may take float or uint8 crops)."""
-    from ekyc.quality.ort_session import cpu_session
+    from ekyc.ort_session import cpu_session
 
     kind = cpu_session(model_path).get_inputs()[0].type  # e.g. "tensor(float)"
     return {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(float16)": np.float16}.get(kind, np.float32)
 
 
 def liveness_scores(model_path: Path, crops: np.ndarray) -> np.ndarray:
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
 
     model = LivenessModel(model_path)
     return np.concatenate([model.score(crops[i : i + 64]) for i in range(0, len(crops), 64)]).astype(np.float64)
@@ -417,7 +418,7 @@ def quantize_liveness(model_path: Path, out_path: Path, data_dir: Path, calibrat
                       recipes: tuple[str, ...] = RECIPES) -> dict:
     """Quantise a liveness model on the shared data: calibration on crops of the training
     subjects, parity on the model card's evaluation (``evaluation_parts`` of the split file)."""
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
 
     model = LivenessModel(Path(model_path))
     train_crops, _ = liveness_crops(data_dir, model, ("train",), cache_dir)
@@ -440,7 +441,7 @@ def quantize_liveness_on(model_path: Path, out_path: Path, calibration_crops: np
     ``labels`` (1 = spoof) is within ``max_auc_difference`` of the float model's and that costs
     at least MIN_SPEEDUP less CPU. Returns the report; when one passes, writes ``out_path`` and
     its metadata beside it (the float model's, version suffixed -int8, with the report)."""
-    from ekyc.server.model import LivenessModel, metadata_path
+    from ekyc.models.liveness import LivenessModel, metadata_path
 
     limit = MAX_AUC_DIFFERENCE if max_auc_difference is None else max_auc_difference
     model_path, out_path = Path(model_path), Path(out_path)

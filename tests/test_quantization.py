@@ -112,7 +112,7 @@ def test_the_liveness_step_keeps_an_int8_model_that_agrees(tmp_path):
     metadata = json.loads(out.with_suffix(".json").read_text())
     assert metadata["version"] == "tiny-1-int8" and metadata["quantization"]["float_sha256"] == report["float_sha256"]
     # The server loads it like any model.
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
 
     scores = LivenessModel(out).score(evaluation[:8])
     assert scores.shape == (8,) and np.all((scores >= 0) & (scores <= 1))
