@@ -9,7 +9,9 @@ nothing worse, 1 any error (unreadable file, server unreachable, RPC error, bad 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import itertools
 import json
 import os
 import signal
@@ -23,8 +25,9 @@ import grpc
 from google.protobuf import json_format
 
 from ekyc.argparsing import EXIT_USAGE, ArgumentParser
+from ekyc.client.batch import BatchUnavailable, Item, SourceFailed, StreamBatch
 from ekyc.client.client import DEFAULT_TARGET, LivenessClient, LivenessError
-from ekyc.imagefiles import expand_paths
+from ekyc.client.storage import Output, Source, StorageError, is_s3, iter_sources
 from ekyc.v1 import liveness_pb2 as pb
 
 EXIT_OK = 0
@@ -58,22 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-server-name", help="name to check in the server's certificate (default: the host)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     verify = commands.add_parser("verify", help="quality gate + liveness decision for each image")
-    verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
+    verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR",
+                        help="image files, folders (walked) or s3://BUCKET/PREFIX (listed; needs the s3 extra)")
     verify.add_argument("--no-quality", action="store_true", help="skip the quality gate")
     verify.add_argument("--stream", action="store_true", help="one VerifyStream for all images (fast batch)")
+    verify.add_argument(
+        "--connections", type=_positive, default=1, metavar="N",
+        help="with --stream: N channels with a stream each, images dealt to whichever has room, so that a load "
+             "balancer spreads the batch over its backends; results in the order they arrive (default 1)",
+    )
     verify.add_argument("--profile", default="", help="operating point: strict, balanced or lenient (default: server's)")
     _output_options(verify)
     quality = commands.add_parser("check-quality", help="quality gate only, for each image")
-    quality.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
+    quality.add_argument("images", nargs="+", metavar="IMG_OR_DIR",
+                         help="image files, folders (walked) or s3://BUCKET/PREFIX (listed; needs the s3 extra)")
     _output_options(quality)
     commands.add_parser("health", help="print the server's health status")
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
     parser.add_argument(
-        "--output", type=Path, help="write results to FILE: CSV if it ends in .csv, else JSON lines"
+        "--output", metavar="FILE",
+        help="write results to FILE: CSV if it ends in .csv, else JSON lines; s3://BUCKET/KEY uploads the file "
+             "once the batch has finished (nothing is uploaded if it fails)",
     )
     parser.add_argument(
         "--progress", choices=("auto", "on", "off"), default="auto",
@@ -143,7 +165,7 @@ class ResultWriter:
     interrupted run keeps everything written so far, and tallies the summary: a result is
     counted once it is written, so the summary never counts more than the output holds."""
 
-    def __init__(self, args, total: int):
+    def __init__(self, args, total: int | None, output: Output | None = None):
         self.counts: Counter = Counter()
         self.reasons: Counter = Counter()
         self._lock = threading.Lock()
@@ -151,9 +173,9 @@ class ResultWriter:
         self._closed = False
         self._csv = None
         self._json = args.json
-        if args.output:
-            self._file = open(args.output, "w", newline="", encoding="utf-8")
-            if args.output.suffix.lower() == ".csv":
+        if output is not None:
+            self._file = open(output.local_path, "w", newline="", encoding="utf-8")
+            if output.suffix == ".csv":
                 self._csv = csv.DictWriter(self._file, fieldnames=CSV_COLUMNS)
                 self._csv.writeheader()
         self._progress = _progress_bar(args.progress, total)
@@ -198,6 +220,11 @@ class ResultWriter:
         if self._progress is not None:
             self._progress.update(1)
 
+    def note(self, message: str) -> None:
+        """A line about the batch (not about one image) on stderr."""
+        with self._lock:
+            self._write_stderr(f"ekyc-client: {message}")
+
     def _write_stderr(self, line: str) -> None:
         if self._progress is not None:
             self._progress.write(line, file=sys.stderr)
@@ -236,9 +263,9 @@ class Interrupts:
     A second Ctrl-C raises KeyboardInterrupt at once, as usual.
     """
 
-    def __init__(self, client: LivenessClient):
+    def __init__(self, *clients: LivenessClient):
         self.requested = threading.Event()
-        self._client = client
+        self._clients = list(clients)
         self._done = False
         self._previous = None
         self._watcher: threading.Thread | None = None
@@ -263,7 +290,8 @@ class Interrupts:
             if self._done:
                 return
         if not self._done:
-            self._client.close()
+            for client in self._clients:
+                client.close()
 
     def check(self) -> None:
         """Raise KeyboardInterrupt (from the caller's code) once Ctrl-C was pressed."""
@@ -308,66 +336,113 @@ class _ServerUnavailable(Exception):
     pass
 
 
-def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWriter,
+def _read(source: Source, writer: ResultWriter) -> bytes | None:
+    try:
+        return source.read()
+    except OSError as exc:
+        writer.error(source.name, f"cannot read file: {exc.strerror or exc}")
+        return None
+
+
+def run_unary(client: LivenessClient, args, sources: Iterator[Source], writer: ResultWriter,
               interrupts: Interrupts | None = None) -> None:
-    for path in paths:
+    for source in sources:
         if interrupts is not None:
             interrupts.check()
-        try:
-            image = Path(path).read_bytes()
-        except OSError as exc:
-            writer.error(path, f"cannot read file: {exc.strerror or exc}")
+        image = _read(source, writer)
+        if image is None:
             continue
+        request_id = Path(source.name).name
         try:
             if args.command == "verify":
                 response = client.verify(
-                    image, enable_quality_checks=not args.no_quality, request_id=Path(path).name, profile=args.profile
+                    image, enable_quality_checks=not args.no_quality, request_id=request_id, profile=args.profile
                 )
             else:
-                response = client.check_quality(image, request_id=Path(path).name)
+                response = client.check_quality(image, request_id=request_id)
         except LivenessError as exc:
             if interrupts is not None:
                 interrupts.check()  # the call was cancelled by Ctrl-C: not this image's error
-            writer.error(path, f"{exc.code.name}: {exc.details}", exc.code.name)
+            writer.error(source.name, f"{exc.code.name}: {exc.details}", exc.code.name)
             if exc.code in _FATAL_CODES:
                 raise _ServerUnavailable() from None
             continue
-        writer.result(path, response)
+        writer.result(source.name, response)
 
 
-def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWriter,
+def run_stream(client: LivenessClient, args, sources: Iterator[Source], writer: ResultWriter,
                interrupts: Interrupts | None = None) -> None:
-    """One VerifyStream; files are read lazily as gRPC pulls requests (in order)."""
+    """One VerifyStream; images are read lazily as gRPC pulls requests (in order)."""
+    names: dict[str, str] = {}
+    failed: list[Exception] = []
 
     def requests() -> Iterator[pb.VerifyRequest]:
-        for index, path in enumerate(paths):
-            if interrupts is not None and interrupts.requested.is_set():
-                return
-            try:
-                image = Path(path).read_bytes()
-            except OSError as exc:
-                writer.error(path, f"cannot read file: {exc.strerror or exc}")
-                continue
-            yield pb.VerifyRequest(
-                image=image, enable_quality_checks=not args.no_quality, request_id=str(index), profile=args.profile
-            )
+        index = 0
+        try:
+            for source in sources:
+                if interrupts is not None and interrupts.requested.is_set():
+                    return
+                image = _read(source, writer)
+                if image is None:
+                    continue
+                names[str(index)] = source.name
+                yield pb.VerifyRequest(
+                    image=image, enable_quality_checks=not args.no_quality, request_id=str(index), profile=args.profile
+                )
+                index += 1
+        except StorageError as error:  # listing S3 failed: raised after the stream, not inside gRPC
+            failed.append(error)
 
     try:
         for response in client.verify_stream(requests()):
             if interrupts is not None:
                 interrupts.check()
-            path = paths[int(response.request_id)]
+            name = names.pop(response.request_id)
             if response.HasField("error"):
                 code = grpc.StatusCode.__members__.get(_code_name(response.error.code), grpc.StatusCode.UNKNOWN)
-                writer.error(path, f"{code.name}: {response.error.message}", code.name)
+                writer.error(name, f"{code.name}: {response.error.message}", code.name)
             else:
-                writer.result(path, response.result)
+                writer.result(name, response.result)
     except LivenessError as exc:
         if interrupts is not None:
             interrupts.check()  # the stream was cancelled by Ctrl-C
         writer.error("(stream)", f"{exc.code.name}: {exc.details}", exc.code.name)
         if exc.code in _FATAL_CODES:
             raise _ServerUnavailable() from None
+    if failed:
+        raise failed[0]
+
+
+def run_streams(clients: list[LivenessClient], args, sources: Iterator[Source], writer: ResultWriter,
+                interrupts: Interrupts | None = None) -> None:
+    """One VerifyStream per client (``--connections``), images dealt to whichever has room; an
+    image whose stream fails (UNAVAILABLE: its backend went away) goes out again on another."""
+    items = (Item(index, source.name, source.read) for index, source in enumerate(sources))
+
+    def request(item: Item, image: bytes, request_id: str) -> pb.VerifyRequest:
+        return pb.VerifyRequest(image=image, enable_quality_checks=not args.no_quality, request_id=request_id,
+                                profile=args.profile)
+
+    batch = StreamBatch(
+        clients, items, request,
+        on_result=lambda item, response: writer.result(item.name, response),
+        on_error=lambda item, message, code: writer.error(item.name, message, code),
+        stop=interrupts.requested if interrupts is not None else None,
+    )
+    try:
+        batch.run()
+        if batch.streams_failed:
+            writer.note(f"{batch.streams_failed} of {batch.streams_opened} streams failed and were replaced; "
+                        f"{batch.resent} images were sent again")
+    except BatchUnavailable as exc:
+        if interrupts is not None:
+            interrupts.check()
+        writer.error("(stream)", f"{exc.code.name}: {exc.details}", exc.code.name)
+        raise _ServerUnavailable() from None
+    except SourceFailed as exc:
+        raise exc.error from None
+    if interrupts is not None:
+        interrupts.check()
 
 
 def _code_name(number: int) -> str:
@@ -377,51 +452,98 @@ def _code_name(number: int) -> str:
     return "UNKNOWN"
 
 
+def _sources(locations: list[str]) -> tuple[Iterator[Source], int | None]:
+    """The images to send, lazily, and how many (None while an S3 listing is still to come)."""
+    if any(is_s3(location) for location in locations):
+        return iter_sources(locations), None
+    found = list(iter_sources(locations))
+    return iter(found), len(found)
+
+
+def _first(sources: Iterator[Source]) -> Iterator[Source] | None:
+    """``sources`` unchanged, or None when it holds nothing (it reads the first one ahead)."""
+    for first in sources:
+        return itertools.chain([first], sources)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    connections = getattr(args, "connections", 1)
+    if connections > 1 and not args.stream:
+        print("ekyc-client: --connections needs --stream", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        client = LivenessClient(
-            args.server, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca,
-            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name,
-        )
+        clients = [
+            LivenessClient(
+                args.server, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca,
+                tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name,
+                own_connection=connections > 1,  # N connections for a load balancer to place
+            )
+            for index in range(connections)
+        ]
     except LivenessError as exc:
         print(f"ekyc-client: {exc.details}", file=sys.stderr)
         return EXIT_ERROR
+    client = clients[0]
+    output: Output | None = None
     try:
-        with client:
+        with contextlib.ExitStack() as stack:
+            for each in clients:
+                stack.enter_context(each)
             if args.command == "health":
                 return _health(client)
-            paths = list(expand_paths(args.images))
-            if not paths:
-                print("ekyc-client: no JPEG, PNG or WebP files found", file=sys.stderr)
-                return EXIT_ERROR
             try:
-                writer = ResultWriter(args, total=len(paths))
+                sources, total = _sources(args.images)
+                sources = _first(sources)
+                if sources is None:
+                    print("ekyc-client: no JPEG, PNG or WebP files found", file=sys.stderr)
+                    return EXIT_ERROR
+                output = Output(args.output) if args.output else None
+                writer = ResultWriter(args, total=total, output=output)
+            except StorageError as exc:
+                print(f"ekyc-client: {exc}", file=sys.stderr)
+                return EXIT_ERROR
             except OSError as exc:
                 print(f"ekyc-client: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
                 return EXIT_ERROR
             batch = args.output is not None or getattr(args, "stream", False)
             try:
-                with Interrupts(client) as interrupts:
-                    if getattr(args, "stream", False):
-                        run_stream(client, args, paths, writer, interrupts)
+                with Interrupts(*clients) as interrupts:
+                    if connections > 1:
+                        run_streams(clients, args, sources, writer, interrupts)
+                    elif getattr(args, "stream", False):
+                        run_stream(client, args, sources, writer, interrupts)
                     else:
-                        run_unary(client, args, paths, writer, interrupts)
+                        run_unary(client, args, sources, writer, interrupts)
             except _ServerUnavailable:
                 writer.close()
                 print(f"ekyc-client: stopping: server {args.server} is unavailable", file=sys.stderr)
+                return EXIT_ERROR
+            except StorageError as exc:
+                writer.close()
+                print(f"ekyc-client: stopping: {exc}; {writer.summary()}", file=sys.stderr)
                 return EXIT_ERROR
             except KeyboardInterrupt:
                 writer.close()
                 print(f"ekyc-client: interrupted; {writer.summary()}", file=sys.stderr)
                 return EXIT_INTERRUPTED
             writer.close()
+            if output is not None:
+                try:
+                    output.commit()
+                except StorageError as exc:
+                    print(f"ekyc-client: {exc}", file=sys.stderr)
+                    return EXIT_ERROR
             if batch:
                 print(f"ekyc-client: {writer.summary()}", file=sys.stderr)
             return exit_code(writer.counts)
     except KeyboardInterrupt:
         print("ekyc-client: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if output is not None:
+            output.discard()  # an s3:// output not uploaded: no partial object, no temporary file
 
 
 def _health(client: LivenessClient) -> int:

@@ -58,7 +58,11 @@ class LivenessClient:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_server_name: str | None = None,
+        own_connection: bool = False,
     ):
+        """``own_connection``: this channel opens its own connection instead of sharing one with
+        other channels to the same target (gRPC's default), so that N clients are N connections
+        a load balancer can place on N backends."""
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
@@ -66,6 +70,8 @@ class LivenessClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
+        if own_connection:
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if channel is None and (tls_ca or tls_cert):
             if bool(tls_cert) != bool(tls_key):
                 raise LivenessError(grpc.StatusCode.INVALID_ARGUMENT, "a client certificate needs its key, and a key its certificate")

@@ -95,7 +95,7 @@ def test_one_channel_s_streams_and_calls_are_spread_over_the_backends():
             backend.process.terminate()  # SIGTERM: the log is complete once the process has ended
         logs = [first.rest_of_log(), second.rest_of_log()]
     streams = [[e for e in log if e.get("method") == "VerifyStream"] for log in logs]
-    # Least request: two streams each, whatever order they arrived in.
+    # Round robin per call: two streams each.
     assert [len(s) for s in streams] == [2, 2], streams
     assert [stream_items(log) for log in logs] == [12, 12]
     calls = [sum(1 for e in log if e.get("method") == "Verify") for log in logs]

@@ -38,6 +38,7 @@ def test_client_install_resolves_without_heavy_packages(wheel, tmp_path):
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"grpcio", "protobuf", "grpcio-health-checking", "ekyc"} <= names
     assert not names & HEAVY, names & HEAVY
+    assert "boto3" not in names  # only with the s3 extra
 
 
 def test_wheel_has_only_the_ekyc_top_level_package(wheel):
@@ -51,10 +52,11 @@ def test_wheel_has_only_the_ekyc_top_level_package(wheel):
 
 
 def test_client_imports_without_server_dependencies(tmp_path):
-    """Import the client with onnxruntime, cv2, mediapipe, numpy and torch made unimportable."""
+    """Import the client with onnxruntime, cv2, mediapipe, numpy, torch and boto3 (the s3
+    extra, imported only for s3:// addresses) made unimportable."""
     code = (
         "import sys\n"
-        "for name in ('onnxruntime', 'cv2', 'mediapipe', 'torch', 'numpy', 'PIL'):\n"
+        "for name in ('onnxruntime', 'cv2', 'mediapipe', 'torch', 'numpy', 'PIL', 'boto3', 'botocore'):\n"
         "    sys.modules[name] = None\n"
         "from ekyc.client import LivenessClient\n"
         "from ekyc.client.cli import main\n"
@@ -62,3 +64,14 @@ def test_client_imports_without_server_dependencies(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_s3_extra_adds_boto3_to_the_client_install(wheel, tmp_path):
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "-q", "--report", str(report),
+         f"ekyc[s3] @ {wheel.as_uri()}"],
+        check=True, capture_output=True, timeout=300,
+    )
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"boto3", "grpcio", "ekyc"} <= names and not names & HEAVY, names
