@@ -442,13 +442,18 @@ def combine(runs: list[dict], name: str) -> dict:
     entry["runs"] = len(runs)
     entry["spread"] = {key: [r[key] for r in runs] for key in SPREAD_KEYS if key in runs[0]}
     # The gRPC overhead target as restated in issue 15: a sequential served call costs at most
-    # the in-process time + an empty call after the server idled + 0.5 ms, in the same run.
-    per_run = [r["pipeline_sequential_p50_ms"] + r["grpc_empty_rpc_after_idle_p50_ms"] + OVERHEAD_MARGIN_MS
-               for r in runs]
+    # the in-process time + an empty call after the server idled + 0.5 ms, in the same run. The
+    # served and in-process times are paired image by image (bench_overhead), so the check is
+    # on the median of the paired differences; the p50s of the two series are given too.
     entry["overhead_target"] = {
+        "paired_overhead_p50_ms": [r["grpc_overhead_p50_ms"] for r in runs],
+        "limit_ms": [round(r["grpc_empty_rpc_after_idle_p50_ms"] + OVERHEAD_MARGIN_MS, 3) for r in runs],
+        "met_in_runs": sum(r["grpc_overhead_p50_ms"] <= r["grpc_empty_rpc_after_idle_p50_ms"] + OVERHEAD_MARGIN_MS
+                           for r in runs),
         "unary_sequential_p50_ms": [r["unary_sequential_p50_ms"] for r in runs],
-        "limit_ms": [round(v, 3) for v in per_run],
-        "met_in_runs": sum(r["unary_sequential_p50_ms"] <= v for r, v in zip(runs, per_run)),
+        "pipeline_sequential_p50_ms_plus_limit": [
+            round(r["pipeline_sequential_p50_ms"] + r["grpc_empty_rpc_after_idle_p50_ms"] + OVERHEAD_MARGIN_MS, 3)
+            for r in runs],
     }
     entry["targets"] = {
         "pipeline_images_per_s": TARGETS.get(name),
