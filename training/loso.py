@@ -1,0 +1,233 @@
+"""Leave-one-setup-out (LOSO): train without a capture setup, test on it, for every setup.
+
+The setups are the ``source`` values of the data (the manifest's ``source`` column; never a
+list in code), so a setup added to the data becomes a fold by itself. A fold's test part is
+every image of its held-out setup; its training part is every image of the other setups,
+minus any subject that also appears in the held-out setup (none in the shared data; the
+check makes sure). ``fold_splits`` writes the folds as split files and ``check_fold``
+verifies that no setup or person of a fold's test part is in its training part.
+
+``run`` trains a candidate's members on each fold's training part (``ekyc.training.distill``),
+fuses them into one ONNX file (``ekyc.training.multimodel``), and scores the held-out setup,
+as captured and under every capture shift (``ekyc.training.shifts``), through ONNX Runtime.
+The out-of-fold scores (each face scored by a model that never saw its setup) make the
+LOSO table, the pooled row (one score scale for every setup) and the calibration that
+travels (``ekyc.training.transfer``).
+
+    python -m ekyc.training.loso run --name mnv2-distill --member mobilenet_v2
+    python -m ekyc.training.loso run --name peer --peer
+    python -m ekyc.training.loso report .cache/loso/mnv2-distill .cache/loso/peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ekyc.training.data import Sample
+
+LOSO_FORMAT = "loso-1"
+
+
+def setups(samples: list[Sample]) -> list[str]:
+    """The capture setups of the data: its distinct ``source`` values."""
+    return sorted({s.source for s in samples})
+
+
+def fold_split(samples: list[Sample], held_out: str) -> dict:
+    """The split file of one fold: train = other setups (minus shared subjects), test = ``held_out``."""
+    test = [s for s in samples if s.source == held_out]
+    if not test:
+        raise ValueError(f"no samples of setup {held_out!r}")
+    test_subjects = {s.subject for s in test}
+    train = [s for s in samples if s.source != held_out and s.subject not in test_subjects]
+    dropped = sorted({s.subject for s in samples if s.source != held_out and s.subject in test_subjects})
+
+    def counts(part):
+        return {"live": sum(1 for s in part if s.label == 0), "spoof": sum(1 for s in part if s.label == 1)}
+
+    return {
+        "format": LOSO_FORMAT,
+        "unit": "setup (manifest source)",
+        "held_out": held_out,
+        "train": {"sources": setups(train), "subjects": sorted({s.subject for s in train}), "counts": counts(train)},
+        "test": {"sources": [held_out], "subjects": sorted(test_subjects), "counts": counts(test)},
+        "dropped_from_train": dropped,
+    }
+
+
+def fold_splits(samples: list[Sample]) -> list[dict]:
+    return [fold_split(samples, src) for src in setups(samples)]
+
+
+def check_fold(fold: dict, samples: list[Sample] | None = None) -> None:
+    """Raise ValueError if a setup or subject of the test part is in the training part
+    (in the split file, and in ``samples`` assigned by it)."""
+    test_sources, train_sources = set(fold["test"]["sources"]), set(fold["train"]["sources"])
+    test_subjects, train_subjects = set(fold["test"]["subjects"]), set(fold["train"]["subjects"])
+    if test_sources & train_sources:
+        raise ValueError(f"fold {fold['held_out']}: setups {sorted(test_sources & train_sources)} in both parts")
+    if test_subjects & train_subjects:
+        raise ValueError(f"fold {fold['held_out']}: subjects {sorted(test_subjects & train_subjects)} in both parts")
+    if samples is not None:
+        train, test = apply_fold(samples, fold)
+        if {s.source for s in train} & {s.source for s in test} or {s.subject for s in train} & {s.subject for s in test}:
+            raise ValueError(f"fold {fold['held_out']}: the samples' train and test parts overlap")
+        if not test:
+            raise ValueError(f"fold {fold['held_out']}: no test samples")
+
+
+def apply_fold(samples: list[Sample], fold: dict) -> tuple[list[Sample], list[Sample]]:
+    train_sources, train_subjects = set(fold["train"]["sources"]), set(fold["train"]["subjects"])
+    test_sources = set(fold["test"]["sources"])
+    train = [s for s in samples if s.source in train_sources and s.subject in train_subjects]
+    test = [s for s in samples if s.source in test_sources]
+    return train, test
+
+
+def write_fold_splits(samples: list[Sample], directory: Path | str) -> list[Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fold in fold_splits(samples):
+        check_fold(fold, samples)
+        path = directory / f"{fold['held_out']}.json"
+        path.write_text(json.dumps(fold, indent=2) + "\n")
+        out.append(path)
+    return out
+
+
+# --- running a candidate --------------------------------------------------------------------
+
+def _arrays(data_dir, samples, specs, shift=None, cache_dir=None):
+    from ekyc.quality.faces import CropRule
+    from ekyc.training.crops import CropCache, build_crops
+    from ekyc.training.facecrops import FaceArrays
+
+    box = CropCache.for_data(data_dir, CropRule(128, 1.2), cache_dir)
+    build_crops(samples, data_dir, box, progress=False)  # incremental: the detector runs once per image
+    return FaceArrays.build(samples, data_dir, box, specs, shift=shift, cache_dir=cache_dir, progress=False)
+
+
+def peer_model():
+    """Silent-Face's MiniFASNetV2 + V1SE, their live probabilities averaged (the original demo's fusion)."""
+    from ekyc.training.distill import SPECS
+    from ekyc.training.minifasnet import member
+    from ekyc.training.multimodel import FusedLiveness
+
+    return FusedLiveness([SPECS["minifasnet_v2"], SPECS["minifasnet_v1se"]],
+                         [("minifasnet_v2", member("minifasnet_v2"), "face_x2.7"),
+                          ("minifasnet_v1se", member("minifasnet_v1se"), "face_x4")])
+
+
+def fused(members: dict, fusion: str = "mean_prob", weights=None, bias: float = 0.0):
+    """A FusedLiveness of trained members ``{name: module}`` with their own crop inputs."""
+    from ekyc.training.distill import SPECS
+    from ekyc.training.multimodel import FusedLiveness
+
+    names = list(members)
+    specs = [SPECS[n] for n in names]
+    return FusedLiveness(specs, [(n, members[n], SPECS[n].name) for n in names], fusion=fusion,
+                         weights=weights, bias=bias)
+
+
+def run(name: str, data_dir, member_names: list[str], peer: bool = False, out_root=None, cache_dir=None,
+        config_overrides: dict | None = None, only: list[str] | None = None, shifts: bool = True) -> Path:
+    """Train and score ``name`` on every fold; writes ``<out>/<held_out>/{model.onnx,scores.json}``."""
+    from ekyc.training.data import load_samples
+    from ekyc.training.distill import SPECS, MemberConfig, train_member
+    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.shifts import SHIFTS
+
+    out = Path(out_root or Path(cache_dir or ".cache") / "loso") / name
+    out.mkdir(parents=True, exist_ok=True)
+    samples = load_samples(data_dir)
+    specs = list(SPECS.values())
+    everything = _arrays(data_dir, samples, specs, cache_dir=cache_dir)
+    shifted = {sh: _arrays(data_dir, samples, specs, shift=sh, cache_dir=cache_dir) for sh in SHIFTS} if shifts else {}
+    for fold in fold_splits(samples):
+        held = fold["held_out"]
+        if only and held not in only:
+            continue
+        check_fold(fold, samples)
+        fold_dir = out / held
+        if (fold_dir / "scores.json").is_file():
+            print(f"{name}/{held}: done before", file=sys.stderr)
+            continue
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "split.json").write_text(json.dumps(fold, indent=2) + "\n")
+        train_sources, train_subjects = set(fold["train"]["sources"]), set(fold["train"]["subjects"])
+        in_train = np.array([s.source in train_sources and s.subject in train_subjects for s in everything.samples])
+        in_test = np.array([s.source == held for s in everything.samples])
+        t0 = time.monotonic()
+        if peer:
+            model = peer_model()
+        else:
+            members = {}
+            for m in member_names:
+                cfg = MemberConfig(member=m)
+                for k, v in (config_overrides or {}).get(m, {}).items():
+                    setattr(cfg, k, v)
+                print(f"{name}/{held}: training {m} on {', '.join(sorted(train_sources))} "
+                      f"({int(in_train.sum())} faces)", file=sys.stderr, flush=True)
+                members[m] = train_member(everything.subset(in_train), cfg, run_dir=fold_dir)
+            model = fused(members)
+        onnx_path = export_fused(model, fold_dir / "model.onnx")
+        write_fused_metadata(onnx_path, model, version=f"{name}-loso-{held}",
+                             extra={"loso": {"held_out": held, "train_sources": sorted(train_sources)}})
+        runtime = MultiInputModel(onnx_path)
+        test = everything.subset(in_test)
+        result = {"candidate": name, "held_out": held, "members": member_names if not peer else ["peer"],
+                  "train_seconds": time.monotonic() - t0,
+                  "paths": [s.path for s in test.samples],
+                  "scores": runtime.score_arrays(test.arrays).round(7).tolist(), "shifts": {}}
+        for sh, arr in shifted.items():
+            mask = np.array([s.source == held for s in arr.samples])
+            sub = arr.subset(mask)
+            result["shifts"][sh] = {"paths": [s.path for s in sub.samples],
+                                    "scores": runtime.score_arrays(sub.arrays).round(7).tolist()}
+        (fold_dir / "scores.json").write_text(json.dumps(result) + "\n")
+        print(f"{name}/{held}: scored {len(test)} faces ({result['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ekyc.training.loso")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--name", required=True)
+    p.add_argument("--member", action="append", default=[], choices=("mobilenet_v2", "minifasnet_v2", "minifasnet_v1se"))
+    p.add_argument("--peer", action="store_true")
+    p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
+    p.add_argument("--out-root", default=None)
+    p.add_argument("--only", action="append", default=None)
+    p.add_argument("--set", action="append", default=[], help="member.key=value (JSON value)")
+    p.add_argument("--no-shifts", action="store_true")
+    p = sub.add_parser("splits")
+    p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
+    p.add_argument("--out", default="training/splits/loso")
+    args = parser.parse_args(argv)
+    if args.command == "splits":
+        from ekyc.training.data import load_samples
+
+        for path in write_fold_splits(load_samples(args.data_dir), args.out):
+            print(path)
+        return 0
+    overrides: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        member, field_name = key.split(".", 1)
+        overrides.setdefault(member, {})[field_name] = json.loads(value)
+    run(args.name, args.data_dir, args.member, peer=args.peer, out_root=args.out_root, config_overrides=overrides,
+        only=args.only, shifts=not args.no_shifts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
