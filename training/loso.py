@@ -197,6 +197,34 @@ def run(name: str, data_dir, member_names: list[str], peer: bool = False, out_ro
     return out
 
 
+def report(candidates: list[Path], data_dir, out: Path, n_boot: int = 1000) -> dict:
+    """LOSO reports (JSON next to ``out``) and one Markdown file comparing the candidates."""
+    from ekyc.training.data import load_samples
+    from ekyc.training.distill import SPECS
+    from ekyc.training.transfer import loso_report, loso_table, profile_table, shift_table, slice_table
+
+    samples = load_samples(data_dir)
+    arrays = _arrays(data_dir, samples, list(SPECS.values()))
+    reports = {}
+    lines = ["# Leave-one-setup-out", ""]
+    for cand in candidates:
+        rep = loso_report(cand, samples, arrays, n_boot=n_boot)
+        reports[rep["candidate"]] = rep
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / f"loso-{rep['candidate']}.json").write_text(json.dumps(rep) + "\n")
+        lines += [f"## {rep['candidate']}", "", loso_table(rep), "Profiles (pooled out-of-fold):", "", profile_table(rep),
+                  f"Shifts (at the pooled balanced threshold {rep['profiles']['balanced']['threshold']:.4f}); min shift AUC "
+                  f"{rep.get('min_shift_auc')}:", "", shift_table(rep), "Slices of live faces:", "", slice_table(rep)]
+    out.write_text("\n".join(lines) + "\n")
+    for name, rep in reports.items():
+        rows = " ".join(f"{k} {v.get('auc', float('nan')):.3f}/{v.get('bpcer_at_apcer_1pct', float('nan')):.3f}"
+                        for k, v in rep["rows"].items())
+        print(f"{name}: {rows} | pooled AUC {rep['pooled'].get('auc', float('nan')):.4f} "
+              f"APCER@BPCER5 {rep['pooled'].get('apcer_at_bpcer_5pct', float('nan')):.3f} "
+              f"min shift AUC {rep.get('min_shift_auc')}")
+    return reports
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ekyc.training.loso")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +237,11 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", default=None)
     p.add_argument("--set", action="append", default=[], help="member.key=value (JSON value)")
     p.add_argument("--no-shifts", action="store_true")
+    p = sub.add_parser("report")
+    p.add_argument("candidates", nargs="+", type=Path)
+    p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
+    p.add_argument("--out", type=Path, default=Path(".cache/loso/report.md"))
+    p.add_argument("--n-boot", type=int, default=1000)
     p = sub.add_parser("splits")
     p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
     p.add_argument("--out", default="training/splits/loso")
@@ -218,6 +251,9 @@ def main(argv=None) -> int:
 
         for path in write_fold_splits(load_samples(args.data_dir), args.out):
             print(path)
+        return 0
+    if args.command == "report":
+        report(args.candidates, args.data_dir, args.out, args.n_boot)
         return 0
     overrides: dict = {}
     for item in args.set:
