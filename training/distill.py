@@ -126,6 +126,8 @@ def train_member(arrays: FaceArrays, config: MemberConfig, run_dir: Path | str |
     rng = np.random.default_rng(config.seed)
     spec = SPECS[config.member]
     net = build_member(config.member)
+    if config.epochs == 0:  # the member as it comes (ImageNet / Minivision weights)
+        return net.eval()
     is_student = config.member == "mobilenet_v2"
     teachers = [build_member(t).eval() for t in TEACHERS] if is_student else []
     original = build_member(config.member).eval() if not is_student else None

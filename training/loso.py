@@ -115,6 +115,105 @@ def _arrays(data_dir, samples, specs, shift=None, cache_dir=None):
     return FaceArrays.build(samples, data_dir, box, specs, shift=shift, cache_dir=cache_dir, progress=False)
 
 
+def _score_fold(model, fold_dir: Path, name: str, held: str, fold: dict, everything, shifted: dict, in_test,
+                extra: dict) -> dict:
+    """Export a fold's model, score its held-out setup (as captured and shifted) via ONNX Runtime."""
+    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+
+    onnx_path = export_fused(model, fold_dir / "model.onnx")
+    write_fused_metadata(onnx_path, model, version=f"{name}-loso-{held}",
+                         extra={"loso": {"held_out": held, "train_sources": fold["train"]["sources"]}})
+    runtime = MultiInputModel(onnx_path)
+    test = everything.subset(in_test)
+    result = {"candidate": name, "held_out": held, **extra,
+              "paths": [s.path for s in test.samples],
+              "scores": runtime.score_arrays(test.arrays).round(7).tolist(), "shifts": {}}
+    for sh, arr in shifted.items():
+        mask = np.array([s.source == held for s in arr.samples])
+        sub = arr.subset(mask)
+        result["shifts"][sh] = {"paths": [s.path for s in sub.samples],
+                                "scores": runtime.score_arrays(sub.arrays).round(7).tolist()}
+    (fold_dir / "scores.json").write_text(json.dumps(result) + "\n")
+    print(f"{name}/{held}: scored {len(test)} faces", file=sys.stderr, flush=True)
+    return result
+
+
+def head_features(data_dir, samples, everything, n_views: int = 2, synth_per_live: float = 0.5, cache_dir=None):
+    """Features of every face (clean) and of augmented/synthetic views, computed once and cached."""
+    from ekyc.training.heads import augmented_views, extract, head_members, log
+
+    root = Path(cache_dir or ".cache") / "loso" / "features"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"heads-v{n_views}-s{synth_per_live:g}-{len(everything)}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+    members = head_members()
+    log(f"features: {len(everything)} clean faces")
+    clean = extract(members, everything.arrays)
+    views, index, labels, synth = augmented_views(everything, n_views, synth_per_live)
+    log(f"features: {len(index)} augmented/synthetic views")
+    augmented = extract(members, views)
+    out = {"clean": clean, "views": augmented, "index": index, "labels": labels, "synth": synth}
+    np.savez(path, **out)
+    return out
+
+
+def run_heads(name: str, data_dir, head_config=None, n_views: int = 2, synth_per_live: float = 0.5,
+              synth_weight: float = 0.5, cache_dir=None, out_root=None, shifts: bool = True) -> Path:
+    """LOSO of the re-fitted-head MiniFASNet pair (``ekyc.training.heads``)."""
+    from ekyc.training.data import load_samples
+    from ekyc.training.distill import SPECS
+    from ekyc.training.heads import HeadConfig, balance_weights, build_model, config_dict, fit_head, log
+    from ekyc.training.shifts import SHIFTS
+
+    head_config = head_config or HeadConfig()
+    out = Path(out_root or Path(cache_dir or ".cache") / "loso") / name
+    out.mkdir(parents=True, exist_ok=True)
+    samples = load_samples(data_dir)
+    everything = _arrays(data_dir, samples, list(SPECS.values()), cache_dir=cache_dir)
+    shifted = {sh: _arrays(data_dir, samples, list(SPECS.values()), shift=sh, cache_dir=cache_dir) for sh in SHIFTS} if shifts else {}
+    feats = head_features(data_dir, samples, everything, n_views, synth_per_live, cache_dir)
+    src = np.array([s.source for s in everything.samples], dtype=object)
+    subj = np.array([s.subject for s in everything.samples], dtype=object)
+    lab = np.array([s.label for s in everything.samples])
+    for fold in fold_splits(samples):
+        held = fold["held_out"]
+        fold_dir = out / held
+        if (fold_dir / "scores.json").is_file():
+            continue
+        check_fold(fold, samples)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "split.json").write_text(json.dumps(fold, indent=2) + "\n")
+        train_sources, train_subjects = set(fold["train"]["sources"]), set(fold["train"]["subjects"])
+        in_train = np.array([s.source in train_sources and s.subject in train_subjects for s in everything.samples])
+        in_test = src == held
+        t0 = time.monotonic()
+        params = fit_fold_head(feats, in_train, src, subj, lab, head_config, synth_weight)
+        (fold_dir / "head.json").write_text(json.dumps({"params": params, "config": config_dict(head_config)}) + "\n")
+        model = build_model(params)
+        log(f"{name}/{held}: head fitted ({time.monotonic() - t0:.0f}s), exporting and scoring")
+        _score_fold(model, fold_dir, name, held, fold, everything, shifted, in_test,
+                    {"members": ["minifasnet_v2+head", "minifasnet_v1se+head"], "train_seconds": time.monotonic() - t0})
+    return out
+
+
+def fit_fold_head(feats: dict, in_train: np.ndarray, src, subj, lab, head_config, synth_weight: float = 0.5) -> dict:
+    """The head fitted on the clean and augmented views of the faces in ``in_train``."""
+    from ekyc.training.heads import balance_weights, fit_head
+
+    idx = feats["index"]
+    keep_views = in_train[idx]
+    x = np.concatenate([feats["clean"][in_train], feats["views"][keep_views]])
+    face = np.concatenate([np.flatnonzero(in_train), idx[keep_views]])
+    y = np.concatenate([lab[in_train], feats["labels"][keep_views]])
+    synth = np.concatenate([np.zeros(int(in_train.sum()), bool), feats["synth"][keep_views]])
+    group_src = np.where(synth, src[face] + "+synthetic", src[face])
+    w = balance_weights(group_src.astype(object), y, subj[face].astype(object))
+    w = np.where(synth, w * synth_weight, w)
+    return fit_head(x, y, w, head_config)
+
+
 def peer_model():
     """Silent-Face's MiniFASNetV2 + V1SE, their live probabilities averaged (the original demo's fusion)."""
     from ekyc.training.distill import SPECS
@@ -178,23 +277,84 @@ def run(name: str, data_dir, member_names: list[str], peer: bool = False, out_ro
                       f"({int(in_train.sum())} faces)", file=sys.stderr, flush=True)
                 members[m] = train_member(everything.subset(in_train), cfg, run_dir=fold_dir)
             model = fused(members)
-        onnx_path = export_fused(model, fold_dir / "model.onnx")
-        write_fused_metadata(onnx_path, model, version=f"{name}-loso-{held}",
-                             extra={"loso": {"held_out": held, "train_sources": sorted(train_sources)}})
-        runtime = MultiInputModel(onnx_path)
-        test = everything.subset(in_test)
-        result = {"candidate": name, "held_out": held, "members": member_names if not peer else ["peer"],
-                  "train_seconds": time.monotonic() - t0,
-                  "paths": [s.path for s in test.samples],
-                  "scores": runtime.score_arrays(test.arrays).round(7).tolist(), "shifts": {}}
-        for sh, arr in shifted.items():
-            mask = np.array([s.source == held for s in arr.samples])
-            sub = arr.subset(mask)
-            result["shifts"][sh] = {"paths": [s.path for s in sub.samples],
-                                    "scores": runtime.score_arrays(sub.arrays).round(7).tolist()}
-        (fold_dir / "scores.json").write_text(json.dumps(result) + "\n")
-        print(f"{name}/{held}: scored {len(test)} faces ({result['train_seconds']:.0f}s)", file=sys.stderr, flush=True)
+        _score_fold(model, fold_dir, name, held, fold, everything, shifted, in_test,
+                    {"members": member_names if not peer else ["peer"], "train_seconds": time.monotonic() - t0})
     return out
+
+
+def final(name: str, data_dir, member_names: list[str], loso_dir: Path, output: Path, version: str,
+          config_overrides: dict | None = None, cache_dir=None, run_dir: Path | None = None) -> dict:
+    """Train the candidate's members on every setup and export the shipped model.
+
+    Its profiles are the candidate's travelling profiles from its LOSO out-of-fold scores (each
+    face scored by a model that never saw its setup), so the thresholds describe unseen
+    setups rather than the training data; its metadata records the LOSO summary.
+    """
+    import torch
+
+    from ekyc.training.data import load_samples
+    from ekyc.training.distill import SPECS, MemberConfig, load_member, train_member
+    from ekyc.training.facecrops import CropSpec
+    from ekyc.training.multimodel import FusedLiveness, MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.transfer import loso_report
+
+    samples = load_samples(data_dir)
+    arrays = _arrays(data_dir, samples, list(SPECS.values()), cache_dir=cache_dir)
+    run_dir = Path(run_dir or Path(cache_dir or ".cache") / "final" / name)
+    members, configs = {}, {}
+    for m in member_names:
+        cfg = MemberConfig(member=m)
+        for k, v in (config_overrides or {}).get(m, {}).items():
+            setattr(cfg, k, v)
+        configs[m] = cfg
+        checkpoint = run_dir / f"{m}.pt"
+        if checkpoint.is_file():
+            members[m] = load_member(m, checkpoint)
+        else:
+            print(f"final {name}: training {m} on every setup ({len(arrays)} faces)", file=sys.stderr, flush=True)
+            members[m] = train_member(arrays, cfg, run_dir=run_dir)
+    specs = [SPECS[m] for m in member_names]
+    if len(specs) == 1 and specs[0].fit == "replicate":
+        specs = [CropSpec("image", specs[0].size, specs[0].scale, "replicate")]  # the single-input contract
+    model = FusedLiveness(specs, [(m, members[m], spec.name) for m, spec in zip(member_names, specs)])
+    rep = loso_report(loso_dir, samples, arrays, n_boot=1000)
+    profiles = rep["profiles"]
+    output = Path(output)
+    export_fused(model, output)
+    from ekyc.training.export import probe_batch
+
+    with torch.no_grad():
+        probe = model(*[torch.from_numpy(probe_batch(s.size)).float() for s in specs]).numpy()
+    extra = {
+        "decision": "spoof iff spoof_probability >= threshold; with a profile's review_band [lo, hi], "
+                    "lo <= spoof_probability < hi is UNCERTAIN (human review)",
+        "profiles": {k: {kk: vv for kk, vv in v.items() if kk != "val_band_tradeoff"} for k, v in profiles.items()},
+        "default_profile": "balanced",
+        "calibration": {"on": "pooled leave-one-setup-out out-of-fold scores (every face scored by a model that "
+                              "never saw its capture setup)", "candidate": rep["candidate"]},
+        "parity_probe": {"generator": "ekyc.training.export.probe_batch", "inputs": [s.name for s in specs],
+                         "sizes": [s.size for s in specs], "torch_spoof_probability": [float(v) for v in probe]},
+        "training": {"members": {m: asdict_config(c) for m, c in configs.items()}, "setups": setups(samples),
+                     "n_faces": len(arrays), "run_dir": run_dir.name},
+        "loso": {"rows": {k: _summary(v) for k, v in rep["rows"].items()}, "pooled": _summary(rep["pooled"]),
+                 "min_shift_auc": rep.get("min_shift_auc")},
+    }
+    write_fused_metadata(output, model, version=version, extra=extra, threshold=float(profiles["balanced"]["threshold"]))
+    scores = MultiInputModel(output).score({s.name: probe_batch(s.size) for s in specs})
+    print(f"final {name}: {output} ({output.stat().st_size / 1e6:.2f} MB), parity probe max diff "
+          f"{float(np.max(np.abs(scores - probe))):.2e}", file=sys.stderr)
+    return rep
+
+
+def asdict_config(cfg) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def _summary(row: dict) -> dict:
+    keep = ("n_live", "n_spoof", "auc", "eer", "bpcer_at_apcer_1pct", "apcer_at_bpcer_5pct", "ci", "baseline")
+    return {k: row.get(k) for k in keep}
 
 
 def report(candidates: list[Path], data_dir, out: Path, n_boot: int = 1000) -> dict:
@@ -237,11 +397,26 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", default=None)
     p.add_argument("--set", action="append", default=[], help="member.key=value (JSON value)")
     p.add_argument("--no-shifts", action="store_true")
+    p = sub.add_parser("heads")
+    p.add_argument("--name", required=True)
+    p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
+    p.add_argument("--distill-weight", type=float, default=1.0)
+    p.add_argument("--l2", type=float, default=1e-2)
+    p.add_argument("--synth-weight", type=float, default=0.5)
+    p.add_argument("--no-shifts", action="store_true")
     p = sub.add_parser("report")
     p.add_argument("candidates", nargs="+", type=Path)
     p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
     p.add_argument("--out", type=Path, default=Path(".cache/loso/report.md"))
     p.add_argument("--n-boot", type=int, default=1000)
+    p = sub.add_parser("final")
+    p.add_argument("--name", required=True)
+    p.add_argument("--member", action="append", default=[], choices=("mobilenet_v2", "minifasnet_v2", "minifasnet_v1se"))
+    p.add_argument("--loso-dir", type=Path, required=True)
+    p.add_argument("--output", type=Path, default=Path("models/liveness.onnx"))
+    p.add_argument("--version", required=True)
+    p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
+    p.add_argument("--set", action="append", default=[], help="member.key=value (JSON value)")
     p = sub.add_parser("splits")
     p.add_argument("--data-dir", default=os.environ.get("EKYC_DATA_DIR"))
     p.add_argument("--out", default="training/splits/loso")
@@ -252,6 +427,12 @@ def main(argv=None) -> int:
         for path in write_fold_splits(load_samples(args.data_dir), args.out):
             print(path)
         return 0
+    if args.command == "heads":
+        from ekyc.training.heads import HeadConfig
+
+        run_heads(args.name, args.data_dir, HeadConfig(distill_weight=args.distill_weight, l2=args.l2),
+                  synth_weight=args.synth_weight, shifts=not args.no_shifts)
+        return 0
     if args.command == "report":
         report(args.candidates, args.data_dir, args.out, args.n_boot)
         return 0
@@ -260,6 +441,9 @@ def main(argv=None) -> int:
         key, value = item.split("=", 1)
         member, field_name = key.split(".", 1)
         overrides.setdefault(member, {})[field_name] = json.loads(value)
+    if args.command == "final":
+        final(args.name, args.data_dir, args.member, args.loso_dir, args.output, args.version, overrides)
+        return 0
     run(args.name, args.data_dir, args.member, peer=args.peer, out_root=args.out_root, config_overrides=overrides,
         only=args.only, shifts=not args.no_shifts)
     return 0

@@ -294,3 +294,76 @@ def profile_table(report: dict) -> str:
                      f"{_pct(p['val_apcer'])} / {_pct(p['val_bpcer'])} | {_pct(o['review_rate'])} / {o['errors']} "
                      f"(APCER {_pct(o['apcer'])}, BPCER {_pct(o['bpcer'])}) |")
     return "\n".join(lines) + "\n"
+
+
+# --- recalibration on a deployment's own labelled sample ------------------------------------
+
+def recalibrate(model_path: Path | str, data_dir: Path | str, cache_dir: Path | str | None = None,
+                max_review_rate: float = 0.05, default_profile: str | None = None, write: bool = True) -> dict:
+    """Re-choose a model's profiles on a labelled sample of the deployment's own traffic.
+
+    ``data_dir``: any layout ``ekyc.training.data.load_samples`` reads (a manifest, CelebA-Spoof
+    or ``live/`` + ``spoof/`` folders), all of it is the calibration sample. Faces are found and
+    cut exactly as the server does; the model is run through ONNX Runtime. With one source the
+    review band is ``calibrate``'s (errors removed for at most ``max_review_rate`` of traffic);
+    with several, it spans their per-source thresholds (``travelling_profiles``). Writes the
+    profiles into the model's metadata (``write``) with a record of the sample; returns them.
+    """
+    from ekyc.quality.faces import CropRule
+    from ekyc.training.crops import CropCache, build_crops
+    from ekyc.training.data import load_samples
+    from ekyc.training.export import update_metadata
+    from ekyc.training.facecrops import FaceArrays
+    from ekyc.training.multimodel import MultiInputModel
+
+    model = MultiInputModel(model_path)
+    samples = load_samples(data_dir)
+    box = CropCache.for_data(data_dir, CropRule(128, 1.2), cache_dir)
+    build_crops(samples, data_dir, box, progress=False)
+    arrays = FaceArrays.build(samples, data_dir, box, model.specs, cache_dir=cache_dir, progress=False)
+    labels = np.array([s.label for s in arrays.samples])
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(f"{data_dir}: the calibration sample needs live and spoof faces "
+                         f"({int((labels == 0).sum())} live, {int((labels == 1).sum())} spoof with a detected face)")
+    scores = model.score_arrays(arrays.arrays).astype(np.float64)
+    attacks = np.array([s.attack or "unknown" if s.label == SPOOF else "" for s in arrays.samples], dtype=object)
+    sources = np.array([s.source for s in arrays.samples], dtype=object)
+    if len(set(sources.tolist())) > 1:
+        profiles = travelling_profiles(scores, labels, attacks, sources)
+    else:
+        profiles = metadata_profiles(calibrate(scores, labels, list(attacks), max_review_rate=max_review_rate))
+    default = default_profile or model.metadata.get("default_profile", "balanced")
+    record = {"data_dir_name": Path(data_dir).resolve().name, "n_live": int((labels == 0).sum()),
+              "n_spoof": int((labels == 1).sum()), "n_without_face": len(samples) - len(arrays),
+              "sources": sorted(set(sources.tolist())), "scored_by": "onnxruntime (MultiInputModel)"}
+    if write:
+        update_metadata(model_path, profiles=_clean(profiles), default_profile=default,
+                        threshold=float(profiles[default]["threshold"]), calibration=record)
+    return {"profiles": _clean(profiles), "default_profile": default, "sample": record}
+
+
+def candidates_table(reports: dict[str, dict], costs: dict[str, dict] | None = None) -> str:
+    """One row per candidate: each held-out setup's AUC / BPCER@APCER=1 %, the worst row, pooled
+    AUC and APCER@BPCER=5 %, the lowest AUC under any shift, serving cost."""
+    setups_ = sorted({s for r in reports.values() for s in r["rows"]})
+    head = ("| candidate | " + " | ".join(f"{s}: AUC / BPCER@APCER=1 %" for s in setups_)
+            + " | worst AUC | pooled AUC | pooled APCER@BPCER=5 % | min AUC under shifts | ms/face, MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in reports.items():
+        cells = [f"{_f(r['rows'][s].get('auc'))} / {_pct(r['rows'][s].get('bpcer_at_apcer_1pct'))}" if s in r["rows"] else "–"
+                 for s in setups_]
+        worst = min((r["rows"][s].get("auc", 1.0) for s in r["rows"]), default=None)
+        c = (costs or {}).get(name) or {}
+        cost = f"{c['ms']:.1f}, {c['mb']:.1f}" if c else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_f(worst)} | {_f(r['pooled'].get('auc'), 4)} | "
+                     f"{_pct(r['pooled'].get('apcer_at_bpcer_5pct'))} | {_f(r.get('min_shift_auc'))} | {cost} |")
+    any_report = next(iter(reports.values()), None)
+    if any_report:
+        cells = []
+        for s in setups_:
+            b = (any_report["rows"].get(s) or {}).get("baseline") or {}
+            cells.append(f"{_f(b.get('auc'))} / {_pct(b.get('bpcer_at_apcer_1pct'))} ({b.get('feature', '–')})")
+        pb = any_report["pooled"].get("baseline") or {}
+        lines.append("| best trivial feature (chosen on the held-out setup itself) | " + " | ".join(cells)
+                     + f" | – | {_f(pb.get('auc'), 4)} ({pb.get('feature', '–')}) | – | – | – |")
+    return "\n".join(lines) + "\n"
