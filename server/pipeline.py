@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ekyc.models.liveness import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
-from ekyc.quality.face_search import crop_main_face
+from ekyc.quality.face_search import crop_main_face_inputs
 from ekyc.quality.gate import QualityGate
 from ekyc.quality.rules import QualityReason, QualityResult
 from ekyc.server.config import Config
@@ -79,8 +79,8 @@ class LivenessPipeline:
         if gate_blocks:
             # Without a face there is nothing to score, even when the gate is disabled.
             return Verdict(quality, True, False, 0.0, 0.0, point.threshold, self.model_version, point.name)
-        crop = crop_main_face(rgb, quality.faces, self.model.crop_rule)
-        score = float(self.model.score(crop[None])[0])
+        crops = crop_main_face_inputs(rgb, quality.faces, self.model.inputs)
+        score = float(self.model.score_inputs(crops)[0])
         decision = point.decide(score)
         # Confidence: the probability of the side of the threshold the score falls on.
         confidence = 1.0 - score if score < point.threshold else score

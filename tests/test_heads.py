@@ -47,7 +47,7 @@ def test_head_members_export_and_run_through_onnx_runtime(tmp_path):
     import torch
 
     from ekyc.training.heads import build_model
-    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.multimodel import export_fused, open_model, write_fused_metadata
 
     rng = np.random.default_rng(3)
     params = {"weight": [rng.normal(0, 0.01, EMBEDDING).tolist(), rng.normal(0, 0.01, EMBEDDING).tolist()],
@@ -63,4 +63,4 @@ def test_head_members_export_and_run_through_onnx_runtime(tmp_path):
     assert np.abs(expected - by_hand).max() < 1e-5
     path = export_fused(model, tmp_path / "m.onnx")
     write_fused_metadata(path, model, "heads-test")
-    assert np.abs(MultiInputModel(path).score(crops) - expected).max() < 1e-4
+    assert np.abs(open_model(path).score_inputs(crops) - expected).max() < 1e-4

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ekyc.quality.faces import CropRule, Face, crop_face
-from ekyc.training.facecrops import CropSpec, crop_input, shift_crop
+from ekyc.training.facecrops import CropSpec, crop_input
 
 
 def _teacher_dir() -> Path | None:
@@ -52,7 +52,7 @@ def _reference_crop(rgb, box, scale, size):
 def test_shift_crop_is_silent_face_rule_and_stays_inside(box, scale):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    ours = shift_crop(rgb, *box, size=80, scale=scale)
+    ours = crop_face(rgb, Face(*box, 0.9), CropRule(80, scale, "shift"))
     assert ours.shape == (80, 80, 3)
     assert np.array_equal(ours, _reference_crop(rgb, box, scale, 80))
     face = Face(*box, 0.9)
@@ -93,14 +93,14 @@ def test_teacher_files_match_sha256sums_and_a_changed_file_is_refused(tmp_path):
 
 @needs_teacher
 def test_converted_teacher_and_peer_onnx_give_the_original_scores(tmp_path):
-    """The PyTorch conversion, and the fused peer ONNX run by MultiInputModel (the ONNX Runtime
+    """The PyTorch conversion, and the fused peer ONNX run by the server's LivenessModel (the ONNX Runtime
     path every candidate is scored through) equal the original files run directly."""
     import onnxruntime as ort
     import torch
 
     from ekyc.training.loso import peer_model
     from ekyc.training.minifasnet import FILES
-    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.multimodel import export_fused, open_model, write_fused_metadata
 
     rng = np.random.default_rng(2)
     crops = {"face_x2.7": rng.integers(0, 256, (5, 80, 80, 3)).astype(np.uint8),
@@ -119,7 +119,7 @@ def test_converted_teacher_and_peer_onnx_give_the_original_scores(tmp_path):
     expected = 1.0 - np.mean(live, axis=0)
     path = export_fused(peer, tmp_path / "peer.onnx")
     write_fused_metadata(path, peer, "peer-test")
-    model = MultiInputModel(path)
-    assert [s.name for s in model.specs] == ["face_x2.7", "face_x4"]
-    assert [(s.size, s.scale, s.fit) for s in model.specs] == [(80, 2.7, "shift"), (80, 4.0, "shift")]
-    assert np.abs(model.score(crops) - expected).max() < 1e-5
+    model = open_model(path)
+    assert [name for name, _ in model.inputs] == ["face_x2.7", "face_x4"]
+    assert [(r.size, r.scale, r.fit) for _, r in model.inputs] == [(80, 2.7, "shift"), (80, 4.0, "shift")]
+    assert np.abs(model.score_inputs(crops) - expected).max() < 1e-5

@@ -3,8 +3,8 @@
 A liveness model may look at a face through more than one window: our MobileNetV2 at
 1.2x the face box (128 px, border replicated outside the image), MiniFASNetV2 at 2.7x and
 MiniFASNetV1SE at 4.0x (80 px, the window shifted back inside the image, never padded: the
-rule of Minivision's Silent-Face Anti-Spoofing). ``CropSpec`` names one such input and
-``crop_input`` cuts it; training, evaluation and serving use this one function.
+rule of Minivision's Silent-Face Anti-Spoofing). ``CropSpec`` names one such input (a named
+``ekyc.quality.faces.CropRule``) and ``crop_input`` cuts it with the server's ``crop_face``.
 
 ``FaceArrays`` caches the crops of a data set for a list of specs (and optionally after a
 capture shift applied to the whole image, ``ekyc.training.shifts``) as ``.npz`` files under
@@ -23,7 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ekyc.training.crops import DEFAULT_CACHE, MAX_PIXELS, OK, CropCache, data_id
+from ekyc.paths import DEFAULT_CACHE
+from ekyc.training.crops import OK, CropCache, data_id
 from ekyc.training.data import Sample
 
 FITS = ("replicate", "shift")
@@ -54,44 +55,25 @@ class CropSpec:
                    fit=str(data.get("fit", "replicate")))
 
     @property
+    def rule(self):
+        from ekyc.quality.faces import CropRule
+
+        return CropRule(size=self.size, scale=self.scale, fit=self.fit)
+
+    @classmethod
+    def from_input(cls, name: str, rule) -> "CropSpec":
+        return cls(name=name, size=rule.size, scale=rule.scale, fit=rule.fit)
+
+    @property
     def key(self) -> str:
         return f"s{self.size}-x{self.scale:g}-{self.fit}"
 
 
-def shift_crop(rgb: np.ndarray, x: float, y: float, w: float, h: float, size: int, scale: float) -> np.ndarray:
-    """Silent-Face's crop: a ``scale`` x box window (scale capped so it fits the image),
-    centred on the box, shifted back inside the image where it crosses an edge, resized."""
-    height, width = rgb.shape[:2]
-    scale = min((height - 1) / max(h, 1.0), (width - 1) / max(w, 1.0), scale)
-    new_w, new_h = w * scale, h * scale
-    cx, cy = x + w / 2.0, y + h / 2.0
-    x0, y0 = cx - new_w / 2.0, cy - new_h / 2.0
-    x1, y1 = cx + new_w / 2.0, cy + new_h / 2.0
-    if x0 < 0:
-        x1 -= x0
-        x0 = 0
-    if y0 < 0:
-        y1 -= y0
-        y0 = 0
-    if x1 > width - 1:
-        x0 -= x1 - width + 1
-        x1 = width - 1
-    if y1 > height - 1:
-        y0 -= y1 - height + 1
-        y1 = height - 1
-    x0, y0, x1, y1 = int(max(0, x0)), int(max(0, y0)), int(x1), int(y1)
-    window = rgb[y0 : y1 + 1, x0 : x1 + 1]
-    interpolation = cv2.INTER_AREA if window.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(window), (size, size), interpolation=interpolation)
-
-
 def crop_input(rgb: np.ndarray, face, spec: CropSpec) -> np.ndarray:
-    """The model input ``spec`` for ``face`` (``ekyc.quality.faces.Face``): uint8 (S, S, 3) RGB."""
-    if spec.fit == "shift":
-        return shift_crop(rgb, face.x, face.y, face.width, face.height, spec.size, spec.scale)
-    from ekyc.quality.faces import CropRule, crop_face
+    """The model input ``spec`` for ``face``: ``ekyc.quality.faces.crop_face``, the server's function."""
+    from ekyc.quality.faces import crop_face
 
-    return crop_face(rgb, face, CropRule(size=spec.size, scale=spec.scale))
+    return crop_face(rgb, face, spec.rule)
 
 
 def crop_inputs(rgb: np.ndarray, face, specs) -> dict[str, np.ndarray]:
@@ -127,6 +109,9 @@ class FaceArrays:
               shift: str | None = None, cache_dir: Path | str | None = None, progress: bool = True) -> "FaceArrays":
         """Crops for the samples the box cache found a face in (status ``ok``, the served path)."""
         from ekyc.quality.decode import decode_image
+        from ekyc.quality.options import load_gate_options
+
+        max_pixels = load_gate_options(environ={}).max_image_pixels
 
         specs = list(specs)
         index = box_cache.read_index()
@@ -144,7 +129,7 @@ class FaceArrays:
         out = {sp.key: np.zeros((len(kept), sp.size, sp.size, 3), np.uint8) for sp in specs}
         data_dir = Path(data_dir)
         for i, (s, row) in enumerate(zip(kept, rows)):
-            rgb = decode_image((data_dir / s.path).read_bytes(), MAX_PIXELS)
+            rgb = decode_image((data_dir / s.path).read_bytes(), max_pixels)
             face = _index_face(row)
             if shift:
                 rgb, face = apply_shift(rgb, face, shift, s.path)

@@ -118,21 +118,21 @@ def _arrays(data_dir, samples, specs, shift=None, cache_dir=None):
 def _score_fold(model, fold_dir: Path, name: str, held: str, fold: dict, everything, shifted: dict, in_test,
                 extra: dict) -> dict:
     """Export a fold's model, score its held-out setup (as captured and shifted) via ONNX Runtime."""
-    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.multimodel import export_fused, open_model, score_arrays, write_fused_metadata
 
     onnx_path = export_fused(model, fold_dir / "model.onnx")
     write_fused_metadata(onnx_path, model, version=f"{name}-loso-{held}",
                          extra={"loso": {"held_out": held, "train_sources": fold["train"]["sources"]}})
-    runtime = MultiInputModel(onnx_path)
+    runtime = open_model(onnx_path)
     test = everything.subset(in_test)
     result = {"candidate": name, "held_out": held, **extra,
               "paths": [s.path for s in test.samples],
-              "scores": runtime.score_arrays(test.arrays).round(7).tolist(), "shifts": {}}
+              "scores": score_arrays(runtime, test.arrays).round(7).tolist(), "shifts": {}}
     for sh, arr in shifted.items():
         mask = np.array([s.source == held for s in arr.samples])
         sub = arr.subset(mask)
         result["shifts"][sh] = {"paths": [s.path for s in sub.samples],
-                                "scores": runtime.score_arrays(sub.arrays).round(7).tolist()}
+                                "scores": score_arrays(runtime, sub.arrays).round(7).tolist()}
     (fold_dir / "scores.json").write_text(json.dumps(result) + "\n")
     print(f"{name}/{held}: scored {len(test)} faces", file=sys.stderr, flush=True)
     return result
@@ -241,7 +241,7 @@ def run(name: str, data_dir, member_names: list[str], peer: bool = False, out_ro
     """Train and score ``name`` on every fold; writes ``<out>/<held_out>/{model.onnx,scores.json}``."""
     from ekyc.training.data import load_samples
     from ekyc.training.distill import SPECS, MemberConfig, train_member
-    from ekyc.training.multimodel import MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.multimodel import export_fused, open_model, score_arrays, write_fused_metadata
     from ekyc.training.shifts import SHIFTS
 
     out = Path(out_root or Path(cache_dir or ".cache") / "loso") / name
@@ -295,7 +295,7 @@ def final(name: str, data_dir, member_names: list[str], loso_dir: Path, output: 
     from ekyc.training.data import load_samples
     from ekyc.training.distill import SPECS, MemberConfig, load_member, train_member
     from ekyc.training.facecrops import CropSpec
-    from ekyc.training.multimodel import FusedLiveness, MultiInputModel, export_fused, write_fused_metadata
+    from ekyc.training.multimodel import FusedLiveness, export_fused, open_model, write_fused_metadata
     from ekyc.training.transfer import loso_report
 
     samples = load_samples(data_dir)
@@ -340,7 +340,7 @@ def final(name: str, data_dir, member_names: list[str], loso_dir: Path, output: 
                  "min_shift_auc": rep.get("min_shift_auc")},
     }
     write_fused_metadata(output, model, version=version, extra=extra, threshold=float(profiles["balanced"]["threshold"]))
-    scores = MultiInputModel(output).score({s.name: probe_batch(s.size) for s in specs})
+    scores = open_model(output).score_inputs({s.name: probe_batch(s.size) for s in specs})
     print(f"final {name}: {output} ({output.stat().st_size / 1e6:.2f} MB), parity probe max diff "
           f"{float(np.max(np.abs(scores - probe))):.2e}", file=sys.stderr)
     return rep

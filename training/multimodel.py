@@ -6,8 +6,9 @@ the mean of the members' spoof probabilities (Silent-Face's own way of combining
 models) or a logistic combination of their logits (weights fitted on held-out scores).
 It exports to ONE ONNX file whose inputs are the crops by name (float32 NHWC RGB 0..255,
 dynamic batch) and whose output is ``spoof_probability``; the metadata's ``inputs`` list
-says how to cut each crop. ``MultiInputModel`` runs such a file (or the single-input
-``image`` models of before) through ONNX Runtime from its metadata alone.
+says how to cut each crop. The server's ``ekyc.models.liveness.LivenessModel`` runs
+such a file (or a single-input ``image`` model) through ONNX Runtime from its metadata alone;
+evaluation scores every candidate, peer and ensemble through it (``open_model``, ``score_arrays``).
 """
 
 from __future__ import annotations
@@ -93,35 +94,24 @@ def input_specs(metadata: dict) -> list[CropSpec]:
     return [CropSpec(LEGACY_INPUT, int(crop["size"]), float(crop["scale"]), "replicate")]
 
 
-class MultiInputModel:
-    """An ONNX liveness model run by ONNX Runtime from its metadata: named crops in, spoof probability out."""
+def open_model(path: Path | str, intra_op_threads: int = 2):
+    """The model as the server runs it: ``ekyc.models.liveness.LivenessModel`` (ONNX Runtime)."""
+    from ekyc.models.liveness import LivenessModel
 
-    def __init__(self, path: Path | str, intra_op_threads: int = 2):
-        from ekyc.quality.ort_session import cpu_session
+    return LivenessModel(Path(path), intra_op_threads=intra_op_threads)
 
-        self.path = Path(path)
-        self.metadata = json.loads(self.path.with_suffix(".json").read_text())
-        self.specs = input_specs(self.metadata)
-        self.session = cpu_session(self.path, intra_op_threads)
-        names = {i.name for i in self.session.get_inputs()}
-        if names != {s.name for s in self.specs}:
-            raise ValueError(f"{self.path}: ONNX inputs {sorted(names)} differ from the metadata's "
-                             f"{sorted(s.name for s in self.specs)}")
 
-    @property
-    def version(self) -> str:
-        return str(self.metadata.get("version"))
+def model_specs(model) -> list[CropSpec]:
+    return [CropSpec.from_input(name, rule) for name, rule in model.inputs]
 
-    def score(self, crops: dict[str, np.ndarray]) -> np.ndarray:
-        feed = {s.name: np.asarray(crops[s.name], dtype=np.float32) for s in self.specs}
-        (out,) = self.session.run([OUTPUT_NAME], feed)
-        return np.asarray(out, dtype=np.float32).reshape(-1)
 
-    def score_arrays(self, arrays: dict[str, np.ndarray], batch_size: int = 128) -> np.ndarray:
-        n = len(next(iter(arrays.values())))
-        out = [self.score({s.name: arrays[s.name][i : i + batch_size] for s in self.specs})
-               for i in range(0, n, batch_size)]
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+def score_arrays(model, arrays: dict[str, np.ndarray], batch_size: int = 128) -> np.ndarray:
+    """Spoof probabilities of a LivenessModel for cached crops (one array per input name)."""
+    names = [name for name, _ in model.inputs]
+    n = len(arrays[names[0]])
+    out = [model.score_inputs({name: arrays[name][i : i + batch_size] for name in names})
+           for i in range(0, n, batch_size)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def write_fused_metadata(path: Path | str, model: FusedLiveness, version: str, extra: dict | None = None,

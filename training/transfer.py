@@ -314,28 +314,28 @@ def recalibrate(model_path: Path | str, data_dir: Path | str, cache_dir: Path | 
     from ekyc.training.data import load_samples
     from ekyc.training.export import update_metadata
     from ekyc.training.facecrops import FaceArrays
-    from ekyc.training.multimodel import MultiInputModel
+    from ekyc.training.multimodel import model_specs, open_model, score_arrays
 
-    model = MultiInputModel(model_path)
+    model = open_model(model_path)
     samples = load_samples(data_dir)
     box = CropCache.for_data(data_dir, CropRule(128, 1.2), cache_dir)
     build_crops(samples, data_dir, box, progress=False)
-    arrays = FaceArrays.build(samples, data_dir, box, model.specs, cache_dir=cache_dir, progress=False)
+    arrays = FaceArrays.build(samples, data_dir, box, model_specs(model), cache_dir=cache_dir, progress=False)
     labels = np.array([s.label for s in arrays.samples])
     if len(set(labels.tolist())) < 2:
         raise ValueError(f"{data_dir}: the calibration sample needs live and spoof faces "
                          f"({int((labels == 0).sum())} live, {int((labels == 1).sum())} spoof with a detected face)")
-    scores = model.score_arrays(arrays.arrays).astype(np.float64)
+    scores = score_arrays(model, arrays.arrays).astype(np.float64)
     attacks = np.array([s.attack or "unknown" if s.label == SPOOF else "" for s in arrays.samples], dtype=object)
     sources = np.array([s.source for s in arrays.samples], dtype=object)
     if len(set(sources.tolist())) > 1:
         profiles = travelling_profiles(scores, labels, attacks, sources)
     else:
         profiles = metadata_profiles(calibrate(scores, labels, list(attacks), max_review_rate=max_review_rate))
-    default = default_profile or model.metadata.get("default_profile", "balanced")
+    default = default_profile or model.metadata.raw.get("default_profile", "balanced")
     record = {"data_dir_name": Path(data_dir).resolve().name, "n_live": int((labels == 0).sum()),
               "n_spoof": int((labels == 1).sum()), "n_without_face": len(samples) - len(arrays),
-              "sources": sorted(set(sources.tolist())), "scored_by": "onnxruntime (MultiInputModel)"}
+              "sources": sorted(set(sources.tolist())), "scored_by": "ekyc.models.liveness.LivenessModel (onnxruntime)"}
     if write:
         update_metadata(model_path, profiles=_clean(profiles), default_profile=default,
                         threshold=float(profiles[default]["threshold"]), calibration=record)

@@ -57,11 +57,12 @@ class ModelMetadata:
     """The parts of ``<model>.json`` the server relies on."""
 
     version: str
-    crop: CropRule
+    crop: CropRule  # the first input's rule (the only one of a single-input model)
     threshold: float
     profiles: dict[str, OperatingPoint]
     default_profile: str
     raw: dict
+    inputs: tuple[tuple[str, CropRule], ...] = ()  # (ONNX input name, crop rule) for every input
 
     @classmethod
     def load(cls, path: Path) -> "ModelMetadata":
@@ -74,9 +75,16 @@ class ModelMetadata:
             default = str(raw.get("default_profile") or next(iter(profiles)))
             if default not in profiles:
                 raise ValueError(f"default_profile {default!r} is not among the profiles")
+            if raw.get("inputs"):
+                inputs = tuple((str(item["name"]), CropRule.from_dict(item)) for item in raw["inputs"])
+                if len({name for name, _ in inputs}) != len(inputs):
+                    raise ValueError("input names must be distinct")
+            else:
+                inputs = ((INPUT_NAME, CropRule.from_dict(raw["crop"])),)
             return cls(
                 version=str(raw["version"]),
-                crop=CropRule.from_dict(raw["crop"]),
+                crop=inputs[0][1],
+                inputs=inputs,
                 threshold=threshold,
                 profiles=profiles,
                 default_profile=default,
@@ -110,16 +118,19 @@ class LivenessModel:
             raise ModelLoadError(f"model {model_path} cannot be loaded: {exc}") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
-        size = self.metadata.crop.size
-        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        if OUTPUT_NAME not in outputs:
+            raise ModelLoadError(f"model {model_path} must have output '{OUTPUT_NAME}'")
+        declared = {name for name, _ in self.metadata.inputs}
+        if set(inputs) != declared:
             raise ModelLoadError(
-                f"model {model_path} must have input '{INPUT_NAME}' and output '{OUTPUT_NAME}'"
+                f"model {model_path} has inputs {sorted(inputs)}, its metadata describes {sorted(declared)}"
             )
-        shape = inputs[INPUT_NAME].shape
-        if len(shape) != 4 or list(shape[1:]) != [size, size, 3]:
-            raise ModelLoadError(
-                f"model {model_path} input shape {shape} does not match its metadata crop size {size}"
-            )
+        for name, rule in self.metadata.inputs:
+            shape = inputs[name].shape
+            if len(shape) != 4 or list(shape[1:]) != [rule.size, rule.size, 3]:
+                raise ModelLoadError(
+                    f"model {model_path} input {name!r} shape {shape} does not match its metadata crop size {rule.size}"
+                )
 
     @property
     def version(self) -> str:
@@ -129,17 +140,29 @@ class LivenessModel:
     def crop_rule(self) -> CropRule:
         return self.metadata.crop
 
+    @property
+    def inputs(self) -> tuple[tuple[str, CropRule], ...]:
+        """(input name, crop rule) of every model input, in the metadata's order."""
+        return self.metadata.inputs
+
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """Spoof probabilities for a batch of crops."""
-        batch = np.asarray(crops, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[None]
-        (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        """Spoof probabilities for a batch of crops of a single-input model."""
+        if len(self.metadata.inputs) != 1:
+            raise ValueError(f"model {self.path.name} takes {len(self.metadata.inputs)} crops: use score_inputs")
+        return self.score_inputs({self.metadata.inputs[0][0]: crops})
+
+    def score_inputs(self, crops: dict[str, np.ndarray]) -> np.ndarray:
+        """Spoof probabilities for a batch of faces, one (N, S, S, 3) array per named input."""
+        feed = {}
+        for name, _ in self.metadata.inputs:
+            batch = np.asarray(crops[name], dtype=np.float32)
+            feed[name] = batch[None] if batch.ndim == 3 else batch
+        (probabilities,) = self._session.run([OUTPUT_NAME], feed)
         return np.asarray(probabilities, dtype=np.float32).reshape(-1)
 
     def warm_up(self) -> None:
-        size = self.metadata.crop.size
-        self.score(np.zeros((1, size, size, 3), dtype=np.uint8))
+        self.score_inputs({name: np.zeros((1, rule.size, rule.size, 3), dtype=np.uint8)
+                           for name, rule in self.metadata.inputs})
 
 
 CONFIGURED = "configured"
