@@ -158,3 +158,53 @@ def test_loso_report_rows_pooled_slices_and_profiles(tmp_path):
     assert set(report["shifts"]) == {"none", "dim"} and report["min_shift_auc"] is not None
     text = loso_table(report) + shift_table(report) + slice_table(report)
     assert "pooled" in text and "dim" in text and "face luma tercile" in text
+
+
+# --- `ekyc-train calibrate --sample`: thresholds from a deployment's own labelled sample ------
+
+def test_calibrate_on_a_deployment_sample_rewrites_the_profiles(tmp_path):
+    """The bundled model recalibrated on a small labelled sample (two 'cameras'), through the CLI."""
+    import csv
+    import shutil
+
+    from PIL import Image
+
+    from conftest import packaged_face_path
+    from ekyc.models.liveness import ModelMetadata
+    from ekyc.paths import DEFAULT_MODEL
+    from ekyc.training.augment import synthesize_replay
+    from ekyc.training.cli import main
+
+    rgb = np.asarray(Image.open(packaged_face_path()).convert("RGB"))
+    side = min(rgb.shape[:2])
+    rgb = np.ascontiguousarray(rgb[:side, :side])  # the synthesis works on square images
+    rng = np.random.default_rng(0)
+    data = tmp_path / "sample"
+    rows = []
+    for cam, gain in (("cam-1", 1.0), ("cam-2", 0.7)):
+        for k in range(3):
+            live = np.clip(rgb.astype(np.float32) * gain * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+            spoof = synthesize_replay(live, rng)
+            for label, image in (("live", live), ("spoof", spoof)):
+                rel = f"{cam}/{label}/{k}.jpg"
+                (data / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(data / rel, quality=90)
+                rows.append([rel, label, "" if label == "live" else "replay", f"{cam}-p", cam, "frame", ""])
+    with open(data / "manifest.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "attack", "subject", "source", "kind", "note"], *rows])
+    model = tmp_path / "model" / "liveness.onnx"
+    model.parent.mkdir()
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
+    assert main(["calibrate", str(model), "--sample", str(data), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    meta = ModelMetadata.load(model.with_suffix(".json"))
+    record = meta.raw["calibration"]
+    assert record["n_live"] + record["n_spoof"] > 0 and record["sources"] == ["cam-1", "cam-2"]
+    assert set(meta.profiles) == {"strict", "balanced", "lenient"}
+    assert meta.threshold == meta.profiles[meta.default_profile].threshold
+    for name, point in meta.profiles.items():
+        assert point.review_band is not None and point.review_band[0] <= point.threshold < point.review_band[1]
+    empty = tmp_path / "empty"
+    (empty / "live").mkdir(parents=True)
+    Image.fromarray(rgb).save(empty / "live" / "a.jpg")
+    assert main(["calibrate", str(model), "--sample", str(empty), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 1

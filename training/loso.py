@@ -335,7 +335,11 @@ def final(name: str, data_dir, member_names: list[str], loso_dir: Path, output: 
         "parity_probe": {"generator": "ekyc.training.export.probe_batch", "inputs": [s.name for s in specs],
                          "sizes": [s.size for s in specs], "torch_spoof_probability": [float(v) for v in probe]},
         "training": {"members": {m: asdict_config(c) for m, c in configs.items()}, "setups": setups(samples),
-                     "n_faces": len(arrays), "run_dir": run_dir.name},
+                     "n_faces": len(arrays), "run_dir": run_dir.name,
+                     "recipe": {"kind": "members", "name": rep["candidate"], "members": member_names,
+                                "overrides": config_overrides or {}}},
+        "licence": _licence(member_names, configs),
+        "minifasnet_sources": _teacher_sources(member_names),
         "loso": {"rows": {k: _summary(v) for k, v in rep["rows"].items()}, "pooled": _summary(rep["pooled"]),
                  "min_shift_auc": rep.get("min_shift_auc")},
     }
@@ -344,6 +348,29 @@ def final(name: str, data_dir, member_names: list[str], loso_dir: Path, output: 
     print(f"final {name}: {output} ({output.stat().st_size / 1e6:.2f} MB), parity probe max diff "
           f"{float(np.max(np.abs(scores - probe))):.2e}", file=sys.stderr)
     return rep
+
+
+def _licence(member_names, configs) -> dict:
+    from ekyc.training.minifasnet import LICENCE
+
+    trained = any(configs[m].epochs > 0 for m in member_names)
+    out = {"model": "Apache-2.0"}
+    if any(m.startswith("minifasnet") for m in member_names):
+        out["minifasnet"] = LICENCE + ("; the weights are Minivision's, unchanged" if not trained else
+                                       "; fine-tuned by this project")
+        out["notice"] = "NOTICE at the repository root names Minivision's Silent-Face Anti-Spoofing"
+    if "mobilenet_v2" in member_names:
+        out["initialisation"] = "torchvision MobileNetV2 IMAGENET1K_V1 weights, BSD-3-Clause"
+    if trained:
+        out["training_data"] = ("NUAA Photograph Imposter Database (research) and public demo replay sets with no "
+                                "licence stated; see models/liveness.md")
+    return out
+
+
+def _teacher_sources(member_names) -> dict:
+    from ekyc.training.minifasnet import FILES, sha256_file, verified_file
+
+    return {FILES[m][0]: sha256_file(verified_file(m)) for m in member_names if m in FILES}
 
 
 def asdict_config(cfg) -> dict:
