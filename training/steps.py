@@ -426,8 +426,10 @@ def calibrate(ws: Workspace, options: CalibrateOptions = CalibrateOptions()) -> 
     samples = _samples(ws)
     _, parts = _split(ws, samples)
     cache = _crops(ws, parts["val"], model.crop_rule)
+    for _, rule in model.inputs[1:]:
+        _crops(ws, parts["val"], rule)
     items = cache.usable(parts["val"])
-    scores = score_items(model, items)
+    scores = score_items(model, items, cache=cache)
     labels = np.array([s.label for s, _ in items])
     calibrated = choose_points(scores, labels, [s.attack for s, _ in items], max_review_rate=options.max_review_rate)
     default = options.default_profile or model.metadata.raw.get("default_profile", "balanced")
@@ -501,6 +503,8 @@ def evaluate(ws: Workspace, options: EvaluateOptions = EvaluateOptions(), sample
     model = LivenessModel(model_path)
     meta = model.metadata.raw
     cache = _crops(ws, part, model.crop_rule, data_dir)
+    for _, rule in model.inputs[1:]:  # the other crops of a model that takes several
+        _crops(ws, part, rule, data_dir)
     stem = f"{model_path.stem}-{split_name}"
     report_path = options.report or Path(ws.cache_dir) / "reports" / f"{stem}.json"
     out_dir = options.out_dir
@@ -632,9 +636,11 @@ def bench(options: BenchOptions = BenchOptions()) -> dict:
     from ekyc.training.export import latency_ms
 
     model = LivenessModel(Path(options.model))
-    result = latency_ms(options.model, model.crop_rule.size, threads=options.threads, n=options.n)
-    print(f"bench: {options.model}: {result['median_ms']:.2f} ms median, {result['p90_ms']:.2f} ms p90 per crop "
-          f"({options.threads} thread(s), {options.n} one-crop calls)")
+    result = latency_ms(options.model, {name: rule.size for name, rule in model.inputs}, threads=options.threads,
+                        n=options.n)
+    result["inputs"] = [name for name, _ in model.inputs]
+    print(f"bench: {options.model}: {result['median_ms']:.2f} ms median, {result['p90_ms']:.2f} ms p90 per face "
+          f"({len(model.inputs)} crop(s), {options.threads} thread(s), {options.n} one-face calls)")
     return result
 
 
