@@ -79,7 +79,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def stage_breakdown(pipeline, images: list[bytes]) -> dict:
     """Milliseconds per image of each stage, one image at a time on one thread."""
-    from ekyc.quality.faces import crop_face
+    from ekyc.quality.face_search import crop_main_face_inputs
 
     times: dict[str, list[float]] = {}
     for image in images:
@@ -90,9 +90,9 @@ def stage_breakdown(pipeline, images: list[bytes]) -> dict:
         if result.face is None:
             continue
         t1 = time.perf_counter()
-        crop = crop_face(rgb, result.face, pipeline.model.crop_rule)
+        crops = crop_main_face_inputs(rgb, result.faces, pipeline.model.inputs)
         t2 = time.perf_counter()
-        pipeline.model.score(crop[None])
+        pipeline.model.score_inputs(crops)
         stages.update(crop=(t2 - t1) * 1000.0, model=(time.perf_counter() - t2) * 1000.0)
         for name, value in stages.items():
             times.setdefault(name, []).append(value)
