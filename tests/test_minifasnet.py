@@ -123,3 +123,32 @@ def test_converted_teacher_and_peer_onnx_give_the_original_scores(tmp_path):
     assert [name for name, _ in model.inputs] == ["face_x2.7", "face_x4"]
     assert [(r.size, r.scale, r.fit) for _, r in model.inputs] == [(80, 2.7, "shift"), (80, 4.0, "shift")]
     assert np.abs(model.score_inputs(crops) - expected).max() < 1e-5
+
+
+@needs_teacher
+def test_shipped_model_is_the_checked_minifasnet_pair():
+    """The bundled model records the sha256 of the MiniFASNet files it was built from (they must
+    match SHA256SUMS) and scores exactly as those files, fused, do."""
+    import json
+
+    import onnxruntime as ort
+
+    from ekyc.models.liveness import LivenessModel
+    from ekyc.paths import DEFAULT_MODEL
+    from ekyc.training.minifasnet import FILES, expected_sha256
+
+    meta = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    sums = expected_sha256(_teacher_dir())
+    assert meta["minifasnet_sources"] == {f: sums[f] for f, _ in FILES.values()}
+    model = LivenessModel(DEFAULT_MODEL)
+    assert [(name, r.size, r.scale, r.fit) for name, r in model.inputs] == [
+        ("face_x2.7", 80, 2.7, "shift"), ("face_x4", 80, 4.0, "shift")]
+    rng = np.random.default_rng(5)
+    crops = {name: rng.integers(0, 256, (4, 80, 80, 3)).astype(np.uint8) for name, _ in model.inputs}
+    live = []
+    for (file_name, _), name in zip(FILES.values(), crops):
+        session = ort.InferenceSession(str(_teacher_dir() / file_name), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"input": crops[name][..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)})[0]
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        live.append(e[:, 1] / e.sum(1))
+    assert np.abs(model.score_inputs(crops) - (1 - np.mean(live, axis=0))).max() < 1e-4
