@@ -118,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shifts", action="store_true", help="skip the capture-shift suite")
     p = add("evaluate", "score data through ONNX Runtime (LivenessModel): JSON report, Markdown, plots")
     eval_opts(p, True)
+    p.add_argument("--loso", action="store_true",
+                   help="leave-one-setup-out instead of a split: the same as `ekyc-train loso MODEL`")
     p = add("baselines", "trivial single-feature baselines (brightness, contrast, ...) on a split")
     crop_opts(p)
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
@@ -192,7 +194,9 @@ COMMANDS = {
         model=a.model, default_profile=a.default_profile, max_review_rate=a.max_review_rate, sample=a.sample)),
     "loso": lambda a: steps.loso(_workspace(a), steps.LosoOptions(model=a.model, out_dir=a.out_dir, n_boot=a.n_boot,
                                                                   shifts=not a.no_shifts)),
-    "evaluate": lambda a: steps.evaluate(_workspace(a), _evaluate_options(a)),
+    "evaluate": lambda a: (steps.loso(_workspace(a), steps.LosoOptions(model=a.model, out_dir=a.out_dir, n_boot=a.n_boot,
+                                                                      shifts=not a.no_stress))
+                           if a.loso else steps.evaluate(_workspace(a), _evaluate_options(a))),
     "baselines": lambda a: steps.baselines(_workspace(a), steps.BaselineOptions(crop=_crop_options(a), split=a.split)),
     "compare": lambda a: steps.compare(_workspace(a), steps.CompareOptions(runs=tuple(a.runs), out=a.out,
                                                                            n_boot=a.n_boot)),
