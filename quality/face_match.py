@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ekyc.quality.errors import EkycError
+from ekyc.quality.gate import QualityReason, QualityResult
 from ekyc.quality.ort_session import cpu_session
 
 BUNDLED_MATCHER = Path(__file__).resolve().parent.parent / "models" / "face-match" / "sface.onnx"
@@ -41,6 +42,11 @@ TEMPLATE = np.array(
 MESH_FIVE_POINTS = (468, 473, 1, 61, 291)
 
 MATCH, NO_MATCH, UNCERTAIN = "MATCH", "NO_MATCH", "UNCERTAIN"
+# The quality gate's reasons a reference image (an ID document's portrait, an earlier selfie)
+# can fail for: the checks that decide whether a face can be matched at all. A reference's
+# lighting, pose or resolution is the document's, not the user's to fix, and is not judged.
+REFERENCE_REASONS = (QualityReason.NO_FACE, QualityReason.MULTIPLE_FACES, QualityReason.FACE_TOO_SMALL,
+                     QualityReason.BLURRY)
 
 
 class FaceMatcherModelError(ValueError):
@@ -123,6 +129,43 @@ class MatchProfile:
         if not 0.0 <= threshold <= 1.0 or (uncertain and not uncertain[0] <= threshold <= uncertain[1]):
             raise ValueError(f"match profile {name}: threshold {threshold} and band {uncertain} are inconsistent")
         return cls(name, threshold, uncertain)
+
+
+@dataclass(frozen=True)
+class ReferenceThresholds:
+    """When a reference face can be matched. Measured with training/face_match_eval.py's
+    ID-card portraits against selfies (models/face-match.md): genuine pairs' median similarity
+    0.51 at 30 px between the eyes, 0.46 at 20, 0.37 at 16 (under the strict threshold); 0.53
+    with the gate's sharpness at 170 (as rendered), 0.45 at 14, 0.36 at 8."""
+
+    min_interocular_distance_px: float = 20.0
+    min_sharpness: float = 10.0
+    multiple_faces_min_area_ratio: float = 0.25
+
+    def validate(self) -> None:
+        for name in ("min_interocular_distance_px", "min_sharpness"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"matcher.reference_{name} must be a number >= 0")
+        ratio = self.multiple_faces_min_area_ratio
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
+            raise ValueError("matcher.reference_multiple_faces_min_area_ratio must be within (0, 1]")
+
+
+def reference_reasons(result: QualityResult, limits: ReferenceThresholds = ReferenceThresholds()) -> tuple[QualityReason, ...]:
+    """Why the face in a reference image cannot be matched, from the quality gate's result on
+    it (empty: it can). No face, or no landmarks to align it by, is NO_FACE."""
+    scores = result.scores
+    if result.face is None or result.landmarks is None:
+        return (QualityReason.NO_FACE,)
+    reasons = []
+    if scores.second_face_area_ratio >= limits.multiple_faces_min_area_ratio:
+        reasons.append(QualityReason.MULTIPLE_FACES)
+    if scores.interocular_distance_px < limits.min_interocular_distance_px:
+        reasons.append(QualityReason.FACE_TOO_SMALL)
+    if scores.sharpness < limits.min_sharpness:
+        reasons.append(QualityReason.BLURRY)
+    return tuple(reasons)
 
 
 @dataclass(frozen=True)

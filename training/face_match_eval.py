@@ -486,6 +486,8 @@ class Evaluation:
     card: Pairs
     enrolment: dict
     seconds: float
+    embedded: Embedded | None = None  # the selfies
+    faces: dict = field(default_factory=dict, repr=False)  # (path, face index) -> (rgb, landmarks)
 
 
 def run_pairs(data_dir: Path, embed: Embedder, frames_per_capture: int = 8, cards_per_capture: int = 2,
@@ -508,7 +510,7 @@ def run_pairs(data_dir: Path, embed: Embedder, frames_per_capture: int = 8, card
         "cards": len(cards.items) + len(cards.failed),
         "cards_without_landmarks": [f"{i.path}#{i.face_index}" for i in cards.failed],
     }
-    return Evaluation(selfie, card, enrolment, time.perf_counter() - started)
+    return Evaluation(selfie, card, enrolment, time.perf_counter() - started, embedded, faces)
 
 
 def matcher_embedder(matcher: FaceMatcher) -> Embedder:
