@@ -305,6 +305,11 @@ class Pairs:
     first: np.ndarray  # identity index of each side
     second: np.ndarray
     identities: list[str]
+    sources: np.ndarray | None = None  # "nuaa/nuaa", "photos/nuaa", ...: each side's source
+
+    def subset(self, mask: np.ndarray) -> "Pairs":
+        return Pairs(self.scores[mask], self.genuine[mask], self.first[mask], self.second[mask], self.identities,
+                     None if self.sources is None else self.sources[mask])
 
     def summary(self) -> dict:
         genuine_ids = sorted({self.identities[i] for i in self.first[self.genuine]})
@@ -333,7 +338,10 @@ def make_pairs(left: Embedded, right: Embedded, same_set: bool) -> Pairs:
     if same_set:
         valid &= np.triu(np.ones_like(valid, dtype=bool), k=1)
     rows, cols = np.nonzero(valid)
-    return Pairs(cos[rows, cols].astype(np.float64), li[rows] == ri[cols], li[rows], ri[cols], identities)
+    ls = np.array([i.source for i in left.items], dtype=object)
+    rs = np.array([i.source for i in right.items], dtype=object)
+    return Pairs(cos[rows, cols].astype(np.float64), li[rows] == ri[cols], li[rows], ri[cols], identities,
+                 ls[rows] + "/" + rs[cols])
 
 
 def _weighted_rates(scores, genuine, weights):
@@ -393,10 +401,11 @@ def identity_bootstrap(pairs: Pairs, statistic, n_boot: int = 1000, seed: int = 
     """Percentile interval of ``statistic(weights)`` over resamples of identities: a pair counts
     m_a (genuine, identity a) or m_a x m_b (impostor) times when a was drawn m_a times."""
     rng = np.random.default_rng(seed)
+    present = np.unique(np.concatenate([pairs.first, pairs.second]))
     n = len(pairs.identities)
     values = []
     for _ in range(n_boot):
-        counts = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+        counts = np.bincount(rng.choice(present, size=present.size), minlength=n).astype(np.float64)
         weights = np.where(pairs.genuine, counts[pairs.first], counts[pairs.first] * counts[pairs.second])
         if not (weights * pairs.genuine).any() or not (weights * ~pairs.genuine).any():
             continue
@@ -450,7 +459,8 @@ def concat(a: Pairs, b: Pairs) -> Pairs:
 
     return Pairs(np.concatenate([a.scores, b.scores]), np.concatenate([a.genuine, b.genuine]),
                  np.concatenate([remap(a, a.first), remap(b, b.first)]),
-                 np.concatenate([remap(a, a.second), remap(b, b.second)]), identities)
+                 np.concatenate([remap(a, a.second), remap(b, b.second)]), identities,
+                 np.concatenate([a.sources, b.sources]) if a.sources is not None and b.sources is not None else None)
 
 
 def choose_profiles(*impostor_sets: np.ndarray) -> dict[str, float]:
@@ -533,8 +543,10 @@ def markdown(report: dict) -> str:
              f"({report['n_boot']} resamples).", ""]
     lines += ["| pairs | identities (with genuine pairs) | genuine / impostor pairs | ROC AUC | TAR @ FMR 1 % | TAR @ FMR 0.1 % | best balanced accuracy |",
               "|---|---|---|---|---|---|---|"]
-    for name, title in (("selfie", "selfie vs selfie"), ("card", "ID card vs selfie"), ("all", "both")):
-        r = report["pairs"][name]
+    rows = [(report["pairs"][name], title) for name, title in
+            (("selfie", "selfie vs selfie"), ("card", "ID card vs selfie"), ("all", "both"))]
+    rows += [(r, f"{name.split('/')[0]}, {name.split('/')[1]} only") for name, r in report.get("by_source", {}).items()]
+    for r, title in rows:
         lines.append(f"| {title} | {r['identities']} ({r['identities_with_genuine_pairs']}) | {r['genuine_pairs']} / {r['impostor_pairs']} | "
                      f"{_fmt(r.get('auc', {}), pct=False)} | {_fmt(r.get('tar_at_fmr_1pct', {}))} | "
                      f"{_fmt(r.get('tar_at_fmr_0.1pct', {}))} | {_fmt(r.get('best_balanced_accuracy', {}))} |")
@@ -584,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
         "profiles": profiles,
         "pairs": {name: evaluate_pairs(p, profiles, args.n_boot, args.seed)
                   for name, p in (("selfie", evaluation.selfie), ("card", evaluation.card), ("all", both))},
+        # Pairs whose two sides come from one source: the NUAA webcam frames, the photos.
+        "by_source": {f"{name}/{source}": evaluate_pairs(p.subset(p.sources == f"{source}/{source}"), profiles, args.n_boot, args.seed)
+                      for name, p in (("selfie", evaluation.selfie), ("card", evaluation.card))
+                      for source in ("nuaa", "photos")},
     }
     text = json.dumps(report, indent=2)
     if args.report:
