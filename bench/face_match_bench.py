@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     import onnx
 
-    from ekyc.quality.face_match import FaceMatcher, align_face, five_points
-    from ekyc.quality.ort_session import cpu_session
+    from ekyc.models.face_match import FaceMatcher
+from ekyc.quality.alignment import align_face, five_points
+    from ekyc.ort_session import cpu_session
     from ekyc.training import face_match_eval as harness
 
     rng = np.random.default_rng(0)

@@ -33,7 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ekyc.quality.face_match import FaceMatcher, align_face, five_points
+from ekyc.models.face_match import FaceMatcher
+from ekyc.quality.alignment import align_face, five_points
 from ekyc.training import face_match_eval as harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +81,7 @@ def candidates(folder: Path, dlib_dir: Path | None):
         return clock(opencv.feature, np.ascontiguousarray(crop[..., ::-1]))[0]
 
     yield "sface-opencv", "Apache-2.0", ORIGINAL.stat().st_size, opencv_embed, True
-    from ekyc.quality.ort_session import cpu_session
+    from ekyc.ort_session import cpu_session
 
     session = cpu_session(original)
 

@@ -1,4 +1,4 @@
-"""1:1 face matching (quality/face_match.py, models/face-match/): the converted SFace model
+"""1:1 face matching (ekyc/models/face_match.py, quality/alignment.py, models/face-match/): the converted SFace model
 against OpenCV running the original file, the alignment against OpenCV's alignCrop, the
 profiles and the score mapping, the ID-card rendering and the accuracy harness
 (training/face_match_eval.py) on the shared data's identities."""
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA_DIR, ROOT, needs_data, packaged_face_path
-from ekyc.quality.face_match import (
+import degrade
+from ekyc.errors import ModelLoadError
+from ekyc.models.face_match import (
     MATCH,
     NO_MATCH,
     UNCERTAIN,
@@ -25,25 +27,20 @@ from ekyc.quality.face_match import (
     FaceMatcherModelError,
     FaceMatcherOptions,
     MatcherMetadata,
-    REFERENCE_REASONS,
-    ReferenceThresholds,
-    reference_reasons,
     MatchProfile,
     UnknownMatchProfileError,
-    align_face,
-    five_points,
     similarity_from_cosine,
-    similarity_transform,
-    TEMPLATE,
 )
-from ekyc.quality import degrade
-from ekyc.quality.gate import QualityReason
+from ekyc.quality.alignment import TEMPLATE, align_face, five_points, similarity_transform
+from ekyc.quality.options import ReferenceThresholds, load_gate_options
+from ekyc.quality.rules import REFERENCE_REASONS, QualityReason, reference_reasons
 from ekyc.training import face_match_eval as harness
 from ekyc.training.metrics import roc_auc
 
 MODELS = ROOT / "models" / "face-match"
 ORIGINAL = MODELS / "face_recognition_sface_2021dec_int8bq.onnx"
 CONVERTED = MODELS / "sface.onnx"
+LIMITS = load_gate_options().reference  # the shipped [reference] section
 OPENCV_ZOO_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
 
 
@@ -248,7 +245,7 @@ def test_a_missing_or_foreign_model_or_bad_metadata_is_a_typed_error(tmp_path):
 
 def test_a_reference_fails_only_the_checks_that_decide_whether_it_can_be_matched(gate, portrait):
     clean = gate.assess(portrait)
-    assert reference_reasons(clean) == ()
+    assert reference_reasons(clean, LIMITS) == ()
     # Small: a face 15 px between the eyes on a plain card-sized background; 22 px is enough.
     for eyes, expected in ((15.0, (QualityReason.FACE_TOO_SMALL,)), (22.0, ())):
         factor = eyes / clean.scores.interocular_distance_px
@@ -256,17 +253,17 @@ def test_a_reference_fails_only_the_checks_that_decide_whether_it_can_be_matched
         canvas = np.full((240, 320, 3), 200, np.uint8)
         canvas[: small.shape[0], : small.shape[1]] = small
         result = gate.assess(canvas)
-        assert result.face is not None and reference_reasons(result) == expected, result.scores
+        assert result.face is not None and reference_reasons(result, LIMITS) == expected, result.scores
         # The selfie gate's own limits would refuse both (LOW_RESOLUTION, FACE_TOO_SMALL): not the reference's.
         assert not result.passed
     blurred = gate.assess(cv2.GaussianBlur(portrait, (0, 0), 30))
-    assert QualityReason.BLURRY in reference_reasons(blurred) or reference_reasons(blurred) == (QualityReason.NO_FACE,)
+    assert QualityReason.BLURRY in reference_reasons(blurred, LIMITS) or reference_reasons(blurred, LIMITS) == (QualityReason.NO_FACE,)
     two = gate.assess(degrade.side_by_side(portrait, portrait, clean.face, clean.face))
-    assert reference_reasons(two) == (QualityReason.MULTIPLE_FACES,)
-    assert reference_reasons(gate.assess(np.full((240, 320, 3), 128, np.uint8))) == (QualityReason.NO_FACE,)
+    assert reference_reasons(two, LIMITS) == (QualityReason.MULTIPLE_FACES,)
+    assert reference_reasons(gate.assess(np.full((240, 320, 3), 128, np.uint8)), LIMITS) == (QualityReason.NO_FACE,)
     # Dark or overexposed is the document's lighting, not a reason to refuse it.
     dim = gate.assess((portrait * 0.25).astype(np.uint8))
-    assert QualityReason.TOO_DARK in dim.reasons and reference_reasons(dim) == ()
+    assert QualityReason.TOO_DARK in dim.reasons and reference_reasons(dim, LIMITS) == ()
     assert set(REFERENCE_REASONS) <= set(QualityReason)
 
 
@@ -288,7 +285,7 @@ def test_reference_blur_limit_is_where_matching_breaks(gate, matcher, evaluation
         for sigma in (0.0, 1.5, 2.5, 3.5):
             blurred = cv2.GaussianBlur(card, (0, 0), sigma) if sigma else card
             result = gate.assess(blurred)
-            reasons = reference_reasons(result)
+            reasons = reference_reasons(result, LIMITS)
             if reasons == (QualityReason.NO_FACE,):
                 continue
             similarity = float(np.median(selfies @ matcher.embed_face(blurred, result.landmarks.points)))
@@ -300,11 +297,22 @@ def test_reference_blur_limit_is_where_matching_breaks(gate, matcher, evaluation
     assert refused_median < matcher.profile("strict").threshold + 0.02
 
 
-def test_reference_thresholds_are_validated():
+def test_reference_thresholds_come_from_the_config_and_are_validated(gate, portrait):
+    assert LIMITS == ReferenceThresholds()  # the dataclass defaults are the shipped values
+    strict = load_gate_options(environ={"EKYC_REFERENCE_MIN_INTEROCULAR_DISTANCE_PX": "100"}).reference
+    assert strict.min_interocular_distance_px == 100.0
+    # The gate judges a reference by its own section: the portrait (81 px between the eyes) fails 100.
+    from dataclasses import replace
+
+    with harness.QualityGate(replace(gate.options, reference=strict)) as picky:
+        assert picky.assess_reference(portrait).reasons == (QualityReason.FACE_TOO_SMALL,)
+    assert gate.assess_reference(portrait).passed
+    with pytest.raises(ValueError, match="reference.min_sharpness"):
+        load_gate_options(environ={"EKYC_REFERENCE_MIN_SHARPNESS": "-1"})
     ReferenceThresholds().validate()
     for bad in (dict(min_interocular_distance_px=-1), dict(min_sharpness=float("nan")),
                 dict(multiple_faces_min_area_ratio=0), dict(min_sharpness=True)):
-        with pytest.raises(ValueError, match="matcher.reference_"):
+        with pytest.raises(ValueError, match="reference."):
             ReferenceThresholds(**bad).validate()
 
 

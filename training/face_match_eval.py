@@ -10,7 +10,8 @@ Pairs:
   another capture.
 
 Faces go through the service's own path: the quality gate's BlazeFace box and MediaPipe
-face-mesh landmarks, the five-point alignment and the embedding (quality/face_match.py).
+face-mesh landmarks, the five-point alignment (quality/alignment.py) and the embedding
+(ekyc/models/face_match.py).
 Intervals come from a bootstrap over identities (every pair of a resampled identity counts
 as often as the identity was drawn), the only honest unit with so few people.
 
@@ -27,7 +28,6 @@ import math
 import os
 import sys
 import time
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,20 +36,12 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from ekyc.quality.face_match import (
-    BUNDLED_MATCHER,
-    FaceMatcher,
-    FaceMatcherOptions,
-    align_face,
-    five_points,
-    similarity_from_cosine,
-)
+from ekyc.models.face_match import FaceMatcher, FaceMatcherOptions, similarity_from_cosine
+from ekyc.paths import DEFAULT_MATCHER
+from ekyc.quality.alignment import five_points
 from ekyc.quality.faces import Face
-from ekyc.quality.gate import QualityGate, QualityGateOptions
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-QUALITY_DEFAULTS = PROJECT_ROOT / "quality" / "defaults.toml"
-DEFAULT_DETECTOR = PROJECT_ROOT / "models" / "mediapipe" / "face_detector.onnx"
+from ekyc.quality.gate import QualityGate
+from ekyc.quality.options import load_gate_options
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 # The photos of public figures in faces/photos: who is in each, and which photograph it is
@@ -121,10 +113,9 @@ def identity_faces(data_dir: Path, frames_per_capture: int = 8) -> list[FaceItem
     return items
 
 
-def quality_gate(detector: Path = DEFAULT_DETECTOR) -> QualityGate:
-    """The quality gate with its shipped thresholds (quality/defaults.toml)."""
-    sections = tomllib.loads(QUALITY_DEFAULTS.read_text())
-    return QualityGate(QualityGateOptions.from_sections(sections, detector))
+def quality_gate() -> QualityGate:
+    """The quality gate with its shipped options (quality/defaults.toml)."""
+    return QualityGate(load_gate_options())
 
 
 def find_face(gate: QualityGate, rgb: np.ndarray, item: FaceItem | None = None):
@@ -568,7 +559,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure the face matcher on the shared data's identities")
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("EKYC_DATA_DIR"))
-    parser.add_argument("--model", type=Path, default=BUNDLED_MATCHER)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MATCHER)
     parser.add_argument("--frames-per-capture", type=int, default=8)
     parser.add_argument("--cards-per-capture", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000)

@@ -1,15 +1,10 @@
-"""1:1 face matching: align a face from the landmarks the gate already measured, embed it with
-SFace (OpenCV Zoo, Apache-2.0) on ONNX Runtime, and compare two embeddings.
+"""The face matcher: SFace (OpenCV Zoo, Apache-2.0) on ONNX Runtime, aligned faces in, unit
+embeddings out, and its operating points.
 
-No second detector: the five points of the model's alignment template (eye centres, nose tip,
-mouth corners) come from MediaPipe's face mesh (quality/landmarks.py), which the quality gate
-runs on every face it accepts. The crop is OpenCV's ``FaceRecognizerSF.alignCrop``: a
-least-squares similarity transform (Umeyama, as OpenCV's getSimilarityTransformMatrix) of the
-five points onto the 112x112 template SFace was trained with, bilinear, zero border.
-
-The model is SFace's own weights, converted once (scripts/convert_sface.py,
-models/face-match/); its metadata file (models/face-match/sface.json) holds the operating
-points chosen on impostor pairs (training/face_match_eval.py) and the score mapping.
+The model is SFace's own weights, converted once (scripts/convert_sface.py, models/face-match/);
+its metadata (models/face-match/sface.json) holds the operating points chosen on impostor pairs
+(training/face_match_eval.py). Faces are aligned from the gate's face-mesh landmarks
+(quality/alignment.py): no second detector. Shared by the server and the accuracy harness.
 """
 
 from __future__ import annotations
@@ -19,82 +14,22 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from ekyc.quality.errors import EkycError
-from ekyc.quality.gate import QualityReason, QualityResult
-from ekyc.quality.ort_session import cpu_session
-
-BUNDLED_MATCHER = Path(__file__).resolve().parent.parent / "models" / "face-match" / "sface.onnx"
-ALIGNED_SIDE = 112
-# OpenCV's FaceRecognizerSF template (modules/objdetect/src/face_recognize.cpp), the ArcFace
-# five points on a 112x112 crop: the subject's right eye (image left on an unmirrored photo),
-# left eye, nose tip, right mouth corner, left mouth corner.
-TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
-# The same five points in MediaPipe's 478-point face mesh: iris centres (the template's eye
-# points are eye centres, as the detectors it was made for label them), the nose tip and the
-# mouth corners. tests/test_face_match.py checks that crops made from them agree with
-# OpenCV's own pipeline (YuNet's five points + alignCrop) on real faces.
-MESH_FIVE_POINTS = (468, 473, 1, 61, 291)
+from ekyc.errors import EkycError, ModelLoadError
+from ekyc.ort_session import cpu_session
+from ekyc.paths import DEFAULT_MATCHER
+from ekyc.quality.alignment import ALIGNED_SIDE, align_face, five_points
 
 MATCH, NO_MATCH, UNCERTAIN = "MATCH", "NO_MATCH", "UNCERTAIN"
-# The quality gate's reasons a reference image (an ID document's portrait, an earlier selfie)
-# can fail for: the checks that decide whether a face can be matched at all. A reference's
-# lighting, pose or resolution is the document's, not the user's to fix, and is not judged.
-REFERENCE_REASONS = (QualityReason.NO_FACE, QualityReason.MULTIPLE_FACES, QualityReason.FACE_TOO_SMALL,
-                     QualityReason.BLURRY)
 
 
-class FaceMatcherModelError(ValueError):
+class FaceMatcherModelError(ModelLoadError):
     """The face-matching model or its metadata is missing or unusable."""
 
 
 class UnknownMatchProfileError(EkycError):
     """A request named a match profile the matcher does not have."""
-
-
-def five_points(points: np.ndarray) -> np.ndarray:
-    """The template's five points (5, 2) from MediaPipe face-mesh landmarks (478, 2 or 3)."""
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[0] <= max(MESH_FIVE_POINTS):
-        raise ValueError(f"need MediaPipe's 478 face-mesh landmarks, got an array of shape {points.shape}")
-    return points[list(MESH_FIVE_POINTS), :2].astype(np.float64)
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray = TEMPLATE) -> np.ndarray:
-    """The 2x3 similarity (rotation, uniform scale, translation) that maps ``source`` (N, 2)
-    onto ``target`` with the least squared error: Umeyama's solution, as OpenCV's
-    getSimilarityTransformMatrix computes it for FaceRecognizerSF.alignCrop."""
-    source = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    mean_s, mean_t = source.mean(axis=0), target.mean(axis=0)
-    centred_s, centred_t = source - mean_s, target - mean_t
-    covariance = centred_t.T @ centred_s / len(source)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.ones(2)
-    if np.linalg.det(covariance) < 0:
-        sign[1] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    variance = centred_s.var(axis=0).sum()
-    if variance <= 1e-12:
-        raise ValueError("the five points coincide: no alignment")
-    scale = float((singular * sign).sum() / variance)
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = mean_t - matrix[:, :2] @ mean_s
-    return matrix
-
-
-def align_face(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The model's input crop: uint8 (112, 112, 3), the five ``points`` (5, 2) in pixels of
-    ``rgb`` moved onto the template (bilinear, zero border, as OpenCV's alignCrop)."""
-    matrix = similarity_transform(points)
-    return cv2.warpAffine(rgb, matrix, (ALIGNED_SIDE, ALIGNED_SIDE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def similarity_from_cosine(cosine: float | np.ndarray) -> float | np.ndarray:
@@ -132,43 +67,6 @@ class MatchProfile:
 
 
 @dataclass(frozen=True)
-class ReferenceThresholds:
-    """When a reference face can be matched. Measured with training/face_match_eval.py's
-    ID-card portraits against selfies (models/face-match.md): genuine pairs' median similarity
-    0.51 at 30 px between the eyes, 0.46 at 20, 0.37 at 16 (under the strict threshold); 0.53
-    with the gate's sharpness at 170 (as rendered), 0.45 at 14, 0.36 at 8."""
-
-    min_interocular_distance_px: float = 20.0
-    min_sharpness: float = 10.0
-    multiple_faces_min_area_ratio: float = 0.25
-
-    def validate(self) -> None:
-        for name in ("min_interocular_distance_px", "min_sharpness"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ValueError(f"matcher.reference_{name} must be a number >= 0")
-        ratio = self.multiple_faces_min_area_ratio
-        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
-            raise ValueError("matcher.reference_multiple_faces_min_area_ratio must be within (0, 1]")
-
-
-def reference_reasons(result: QualityResult, limits: ReferenceThresholds = ReferenceThresholds()) -> tuple[QualityReason, ...]:
-    """Why the face in a reference image cannot be matched, from the quality gate's result on
-    it (empty: it can). No face, or no landmarks to align it by, is NO_FACE."""
-    scores = result.scores
-    if result.face is None or result.landmarks is None:
-        return (QualityReason.NO_FACE,)
-    reasons = []
-    if scores.second_face_area_ratio >= limits.multiple_faces_min_area_ratio:
-        reasons.append(QualityReason.MULTIPLE_FACES)
-    if scores.interocular_distance_px < limits.min_interocular_distance_px:
-        reasons.append(QualityReason.FACE_TOO_SMALL)
-    if scores.sharpness < limits.min_sharpness:
-        reasons.append(QualityReason.BLURRY)
-    return tuple(reasons)
-
-
-@dataclass(frozen=True)
 class MatcherMetadata:
     """What the matcher needs from ``<model>.json``: its version, profiles and default profile."""
 
@@ -198,7 +96,7 @@ class FaceMatcherOptions:
     model's path with a .json suffix; ``profile`` (empty: the metadata's default) is the
     operating point used when a call names none."""
 
-    model_path: Path = BUNDLED_MATCHER
+    model_path: Path = DEFAULT_MATCHER
     metadata_path: Path | None = None
     profile: str = ""
     intra_op_threads: int = 1
