@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ekyc.paths import DEFAULT_DETECTOR, DEFAULT_MODEL
+from ekyc.paths import DEFAULT_DETECTOR, DEFAULT_MATCHER, DEFAULT_MODEL
 from ekyc.quality.options import DEFAULTS_FILE as QUALITY_DEFAULTS_FILE
 from ekyc.quality.options import QualityGateOptions
 from ekyc.settings import ConfigError, load_sections
@@ -81,6 +81,14 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class MatcherSettings:
+    enabled: bool
+    path: str
+    profile: str
+    intra_op_threads: int
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     compute: ComputeSettings
@@ -88,10 +96,15 @@ class Config:
     quality: QualityGateOptions
     limits: LimitSettings
     security: SecuritySettings
+    matcher: MatcherSettings = MatcherSettings(False, "", "", 1)
 
     @property
     def model_path(self) -> str:
         return self.model.path or str(DEFAULT_MODEL)
+
+    @property
+    def matcher_path(self) -> str:
+        return self.matcher.path or str(DEFAULT_MATCHER)
 
 
 def load_config(
@@ -128,6 +141,15 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
             threshold=float(data["model"]["threshold"]),
             intra_op_threads=int(data["model"]["intra_op_threads"]),
         )
+        enabled = data["matcher"]["enabled"]
+        if not isinstance(enabled, bool):
+            raise ValueError("matcher.enabled must be true or false")
+        matcher = MatcherSettings(
+            enabled=enabled,
+            path=str(data["matcher"]["path"]),
+            profile=str(data["matcher"]["profile"]),
+            intra_op_threads=int(data["matcher"]["intra_op_threads"]),
+        )
         limits = LimitSettings(
             max_stream_items=int(data["limits"]["max_stream_items"]),
             rate_limit_per_minute=float(data["limits"]["rate_limit_per_minute"]),
@@ -147,7 +169,11 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _validate(server, compute, model, limits, security)
-    return Config(server, compute, model, quality, limits, security)
+    if matcher.intra_op_threads < 1:
+        raise ConfigError("matcher.intra_op_threads must be at least 1")
+    if matcher.enabled and not quality.search.landmarks:
+        raise ConfigError("matcher.enabled needs landmarks.enabled: faces are aligned by their landmarks")
+    return Config(server, compute, model, quality, limits, security, matcher)
 
 
 def _validate(server, compute, model, limits, security) -> None:

@@ -7,7 +7,7 @@ is logged and counted here, then raised as ``CallFailed`` (a gRPC status code an
 from ``ekyc.server.errors.status_for``) for the adapter to send.
 
 Adapters (server/servicer.py) only turn their messages into the inputs below, call
-``check_quality`` / ``verify`` / ``verify_stream`` with a ``CallContext``, and turn the
+``check_quality`` / ``verify`` / ``verify_stream`` / ``compare_faces`` with a ``CallContext``, and turn the
 results into replies.
 """
 
@@ -30,7 +30,7 @@ from ekyc.server.limits import RateLimiter
 from ekyc.server.logs import log_event
 from ekyc.server.metrics import MetricsAggregator
 from ekyc.server.ordered import OrderedWindow, StreamTooLongError
-from ekyc.server.pipeline import LivenessPipeline, Verdict
+from ekyc.server.pipeline import Comparison, LivenessPipeline, MatchResult, Verdict
 
 MAX_REQUEST_ID_LENGTH = 128
 T = TypeVar("T")
@@ -61,6 +61,18 @@ class VerifyInput:
     request_id: str = ""
     enable_quality_checks: bool = True
     profile: str = ""
+    reference_image: bytes = b""  # empty: no face match
+    match_profile: str = ""
+
+
+@dataclass(frozen=True)
+class CompareInput:
+    """A CompareFaces request."""
+
+    image: bytes
+    reference_image: bytes
+    request_id: str = ""
+    profile: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,18 +101,50 @@ def _observe_quality(result: QualityResult) -> _Observation:
     return _Observation(decision, reasons, log={"decision": decision, "reasons": list(reasons)})
 
 
+def _match_log(match: MatchResult) -> dict:
+    """The match's log fields: its outcome, profile, model and the reference's reasons; never
+    the similarity (a score about a person, next to the request id)."""
+    log = {"match": match.outcome, "match_profile": match.profile, "matcher_version": match.model_version}
+    if match.reference_quality.reasons:
+        log["reference_reasons"] = [reason.value for reason in match.reference_quality.reasons]
+    return log
+
+
 def _observe_verdict(verdict: Verdict) -> _Observation:
     reasons = tuple(reason.value for reason in verdict.quality.reasons)
     log = {"decision": verdict.outcome, "model_version": verdict.model_version, "profile": verdict.profile}
     if reasons:
         log["reasons"] = list(reasons)
+    if verdict.match is not None:
+        log.update(_match_log(verdict.match))
     score = None if verdict.quality_failed else verdict.liveness_score
     return _Observation(verdict.outcome, reasons, verdict.model_version, score, log)
+
+
+def _observe_comparison(comparison: Comparison) -> _Observation:
+    match = comparison.match
+    reasons = tuple(reason.value for reason in comparison.quality.reasons + match.reference_quality.reasons)
+    log = {"decision": match.outcome, **_match_log(match)}
+    if comparison.quality.reasons:
+        log["reasons"] = [reason.value for reason in comparison.quality.reasons]
+    return _Observation(match.outcome, reasons, match.model_version, None, log)
 
 
 def _check_request_id(request_id: str) -> None:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters")
+
+
+def _check_profiles(pipeline: LivenessPipeline, request: VerifyInput) -> None:
+    """An unknown profile, or a reference on a server without matching, fails before any work."""
+    pipeline.profile(request.profile)
+    if request.reference_image:
+        pipeline.match_profile(request.match_profile)
+
+
+def _verify_work(pipeline: LivenessPipeline, request: VerifyInput) -> Callable[[], Verdict]:
+    return functools.partial(pipeline.verify, request.image, request.enable_quality_checks, request.profile,
+                             request.reference_image, request.match_profile)
 
 
 class LivenessService:
@@ -144,19 +188,32 @@ class LivenessService:
         return self._unary("CheckQuality", request.request_id, work)
 
     def verify(self, request: VerifyInput, call: CallContext) -> Verdict:
-        """Quality gate (unless disabled) and liveness decision at the request's profile."""
+        """Quality gate (unless disabled) and liveness decision at the request's profile; with
+        a reference image, the face match at its match profile too."""
 
         def work() -> tuple[Verdict, _Observation]:
             _check_request_id(request.request_id)
             pipeline = self._ready()
             self._rate_limit(call.client)
-            pipeline.profile(request.profile)  # an unknown profile fails before any work
-            verdict = self.compute.run(
-                pipeline.verify, request.image, request.enable_quality_checks, request.profile, deadline=call.deadline
-            )
+            _check_profiles(pipeline, request)  # an unknown profile fails before any work
+            verdict = self.compute.run(_verify_work(pipeline, request), deadline=call.deadline)
             return verdict, _observe_verdict(verdict)
 
         return self._unary("Verify", request.request_id, work)
+
+    def compare_faces(self, request: CompareInput, call: CallContext) -> Comparison:
+        """Whether the faces of two images are one person (no liveness, no selfie gate)."""
+
+        def work() -> tuple[Comparison, _Observation]:
+            _check_request_id(request.request_id)
+            pipeline = self._ready()
+            self._rate_limit(call.client)
+            pipeline.match_profile(request.profile)
+            comparison = self.compute.run(pipeline.compare, request.image, request.reference_image, request.profile,
+                                          deadline=call.deadline)
+            return comparison, _observe_comparison(comparison)
+
+        return self._unary("CompareFaces", request.request_id, work)
 
     def reject(self, method: str, error: BaseException, request_id: str = "") -> CallFailed:
         """Log and count a call the adapter could not turn into an input (a malformed message,
@@ -222,8 +279,9 @@ class LivenessService:
         if isinstance(request, BaseException):
             raise request
         _check_request_id(request.request_id)
+        _check_profiles(pipeline, request)
         self.limiter.check(client)
-        return functools.partial(pipeline.verify, request.image, request.enable_quality_checks, request.profile)
+        return _verify_work(pipeline, request)
 
     def _stream_answer(self, request: VerifyInput | EkycError, outcome) -> StreamAnswer:
         request_id = request.request_id[:MAX_REQUEST_ID_LENGTH] if isinstance(request, VerifyInput) else ""

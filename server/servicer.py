@@ -60,6 +60,10 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         return self._unary("Verify", request, context, lambda call: convert.verify_response(
             self.service.verify(convert.verify_input(request), call), request.request_id))
 
+    def CompareFaces(self, request: pb.CompareFacesRequest, context: grpc.ServicerContext):
+        return self._unary("CompareFaces", request, context, lambda call: convert.compare_response(
+            self.service.compare_faces(convert.compare_input(request), call), request.request_id))
+
     def VerifyStream(
         self, request_iterator: Iterator[pb.VerifyStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.VerifyStreamResponse]:
@@ -112,6 +116,11 @@ def add_to_server(servicer: LivenessServicer, server: grpc.Server) -> None:
             servicer.Verify,
             request_deserializer=_tolerant(pb.VerifyRequest),
             response_serializer=pb.VerifyResponse.SerializeToString,
+        ),
+        "CompareFaces": grpc.unary_unary_rpc_method_handler(
+            servicer.CompareFaces,
+            request_deserializer=_tolerant(pb.CompareFacesRequest),
+            response_serializer=pb.CompareFacesResponse.SerializeToString,
         ),
         "VerifyStream": grpc.stream_stream_rpc_method_handler(
             servicer.VerifyStream,

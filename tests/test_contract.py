@@ -81,9 +81,12 @@ def test_grpcio_is_at_least_the_generating_version():
     assert pinned >= generated, f"pyproject pins {requirement}, stubs need {generated}"
 
 
-def test_service_has_the_three_rpcs():
+def test_service_has_its_four_rpcs():
     service = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
     methods = {m.name: m for m in service.methods}
-    assert set(methods) == {"CheckQuality", "Verify", "VerifyStream"}
+    assert set(methods) == {"CheckQuality", "Verify", "VerifyStream", "CompareFaces"}
     stream = methods["VerifyStream"]
     assert stream.client_streaming and stream.server_streaming
+    compare = methods["CompareFaces"]
+    assert not compare.client_streaming and not compare.server_streaming
+    assert compare.output_type.fields_by_name["match"].message_type.name == "FaceMatch"
