@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
 
     from ekyc.models.face_match import FaceMatcher
-from ekyc.quality.alignment import align_face, five_points
+    from ekyc.quality.alignment import align_face, five_points
     from ekyc.ort_session import cpu_session
     from ekyc.training import face_match_eval as harness
 

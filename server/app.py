@@ -131,6 +131,8 @@ class LivenessServer:
             threshold=pipeline.threshold,
             default_profile=pipeline.default_profile,
             profiles=sorted(pipeline.profiles),
+            matcher_version=pipeline.matcher.version if pipeline.matcher is not None else None,
+            match_profile=pipeline.matcher.default_profile if pipeline.matcher is not None else None,
             compute_threads=self.config.compute.threads,
             load_s=round(time.perf_counter() - started, 3),
         )

@@ -237,7 +237,7 @@ def test_a_missing_or_foreign_model_or_bad_metadata_is_a_typed_error(tmp_path):
         broken.write_text(text)
         with pytest.raises(FaceMatcherModelError, match="invalid"):
             MatcherMetadata.load(broken)
-    with pytest.raises(UnknownMatchProfileError):
+    with pytest.raises(ModelLoadError, match="matcher.profile 'nonesuch'"):
         FaceMatcher(FaceMatcherOptions(metadata_path=MODELS / "sface.json", profile="nonesuch"))
 
 
@@ -405,3 +405,15 @@ def test_the_committed_report_matches_the_model_card():
         assert f"{auc:.3f}" in card, (name, auc)
     metadata = json.loads((MODELS / "sface.json").read_text())
     assert {k: v["threshold"] for k, v in metadata["profiles"].items()} == report["profiles"]
+
+
+def test_face_match_bench_reports_every_figure(tmp_path):
+    """Smoke run of bench/face_match_bench.py (no timing asserts: timings belong in bench/)."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "face_match_bench.py"), "--quick", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["images"] >= 1
+    for key in ("embed_ms", "embed_original_ort_ms", "embed_original_opencv_ms", "align_ms", "reference_card_ms"):
+        assert isinstance(report[key], float) and report[key] > 0, key

@@ -121,7 +121,11 @@ class FaceMatcher:
             raise FaceMatcherModelError(f"{path} is not an SFace-style model (1 x 3 x 112 x 112 in, one embedding out)")
         self._input, self._output = inputs[0].name, outputs[0].name
         self._batched = not isinstance(inputs[0].shape[0], int)
-        self.default_profile = self.profile(options.profile).name
+        if options.profile and options.profile not in self.metadata.profiles:
+            raise FaceMatcherModelError(
+                f"matcher.profile {options.profile!r} is not one of the matcher's profiles: "
+                f"{', '.join(sorted(self.metadata.profiles))}")
+        self.default_profile = self.profile().name
 
     @property
     def version(self) -> str:
