@@ -205,12 +205,12 @@ def test_similarity_is_the_cosine_clipped_to_0_1(matcher):
     assert matcher.similarity(a, np.zeros(2)) == 0.0
 
 
-def test_profiles_decide_with_their_uncertain_band():
-    strict = MatchProfile.from_dict("strict", {"threshold": 0.4, "uncertain_band": [0.3, 0.4]})
+def test_profiles_decide_with_their_review_band():
+    strict = MatchProfile.from_dict("strict", {"threshold": 0.4, "review_band": [0.3, 0.4]})
     assert [strict.decide(s) for s in (0.29, 0.3, 0.39, 0.4, 0.9)] == [NO_MATCH, UNCERTAIN, UNCERTAIN, MATCH, MATCH]
     balanced = MatchProfile.from_dict("balanced", {"threshold": 0.3})
     assert [balanced.decide(s) for s in (0.29, 0.3)] == [NO_MATCH, MATCH]
-    for bad in ({"threshold": 1.5}, {"threshold": 0.2, "uncertain_band": [0.3, 0.4]}):
+    for bad in ({"threshold": 1.5}, {"threshold": 0.2, "review_band": [0.3, 0.4]}):
         with pytest.raises(ValueError):
             MatchProfile.from_dict("bad", bad)
 
@@ -218,7 +218,7 @@ def test_profiles_decide_with_their_uncertain_band():
 def test_shipped_profiles_are_ordered_and_the_default_exists(matcher):
     strict, balanced = matcher.profile("strict"), matcher.profile("balanced")
     assert 0.0 < balanced.threshold < strict.threshold < 1.0
-    assert strict.uncertain_band == (balanced.threshold, strict.threshold)
+    assert strict.review_band == (balanced.threshold, strict.threshold)
     assert matcher.profile().name == matcher.metadata.default_profile == "strict"
     with pytest.raises(UnknownMatchProfileError, match="strict"):
         matcher.profile("lenient")

@@ -474,7 +474,7 @@ def profile_metadata(thresholds: dict[str, float]) -> dict:
     the balanced and the strict threshold to a person (UNCERTAIN); balanced has no band."""
     strict, balanced = thresholds["strict"], thresholds["balanced"]
     return {
-        "strict": {"threshold": strict, "uncertain_band": [balanced, strict] if balanced < strict else None,
+        "strict": {"threshold": strict, "review_band": [balanced, strict] if balanced < strict else None,
                    "target": "FMR <= 0.1 % on the shared data's impostor pairs (selfie and ID-card pairs each)"},
         "balanced": {"threshold": balanced,
                      "target": "FMR <= 1 % on the shared data's impostor pairs (selfie and ID-card pairs each)"},

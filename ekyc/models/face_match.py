@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 
 from ekyc.errors import EkycError, ModelLoadError
+from ekyc.models.liveness import OperatingPoint
 from ekyc.ort_session import cpu_session
 from ekyc.paths import DEFAULT_MATCHER
 from ekyc.quality.alignment import ALIGNED_SIDE, align_face, five_points
@@ -43,27 +45,13 @@ def similarity_from_cosine(cosine: float | np.ndarray) -> float | np.ndarray:
 
 
 @dataclass(frozen=True)
-class MatchProfile:
+class MatchProfile(OperatingPoint):
     """A named threshold on the similarity (MATCH iff similarity >= threshold) with an optional
-    band [low, high) around it whose pairs are UNCERTAIN and go to a person."""
+    review band [low, high) whose pairs are UNCERTAIN and go to a person."""
 
-    name: str
-    threshold: float
-    uncertain_band: tuple[float, float] | None = None
-
-    def decide(self, similarity: float) -> str:
-        if self.uncertain_band is not None and self.uncertain_band[0] <= similarity < self.uncertain_band[1]:
-            return UNCERTAIN
-        return MATCH if similarity >= self.threshold else NO_MATCH
-
-    @classmethod
-    def from_dict(cls, name: str, data: dict) -> "MatchProfile":
-        threshold = float(data["threshold"])
-        band = data.get("uncertain_band")
-        uncertain = (float(band[0]), float(band[1])) if band else None
-        if not 0.0 <= threshold <= 1.0 or (uncertain and not uncertain[0] <= threshold <= uncertain[1]):
-            raise ValueError(f"match profile {name}: threshold {threshold} and band {uncertain} are inconsistent")
-        return cls(name, threshold, uncertain)
+    AT_OR_ABOVE: ClassVar[str] = MATCH
+    BELOW: ClassVar[str] = NO_MATCH
+    IN_BAND: ClassVar[str] = UNCERTAIN
 
 
 @dataclass(frozen=True)
