@@ -401,6 +401,18 @@ class RequestDecoder:
 
 # ------------------------------------------------------------------------------ servicer context
 
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def parse_grpc_timeout(text: str) -> float:
+    """Seconds of a gRPC timeout header value: 1-8 digits and a unit (H M S m u n)."""
+    text = text.strip()
+    if not (2 <= len(text) <= 9 and text[:-1].isdigit() and text[-1] in _TIMEOUT_UNITS):
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "invalid Grpc-Timeout: digits and a unit (H, M, S, m, u or n), e.g. 500m")
+    return int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+
+
 
 class HttpServicerContext(grpc.ServicerContext):
     """What a servicer method needs from gRPC's context, for a call that came over HTTP.
@@ -421,6 +433,10 @@ class HttpServicerContext(grpc.ServicerContext):
 
     @classmethod
     def from_request(cls, request: Request) -> "HttpServicerContext":
+        """The context of ``request``; a ``Grpc-Timeout`` header (gRPC's format, e.g. ``500m``)
+        sets the deadline, as grpc-gateway does."""
+        timeout = request.headers.get("grpc-timeout")
+        deadline = None if timeout is None else time.monotonic() + parse_grpc_timeout(timeout)
         metadata = tuple(
             (name, request.headers[name]) for name in ("authorization", "user-agent") if name in request.headers
         )
@@ -431,7 +447,7 @@ class HttpServicerContext(grpc.ServicerContext):
             peer = f"ipv6:[{client.host}]:{client.port}"
         else:
             peer = f"ipv4:{client.host}:{client.port}"
-        return cls(metadata, peer)
+        return cls(metadata, peer, deadline)
 
     def invocation_metadata(self):
         return self._metadata
@@ -501,6 +517,22 @@ class HttpServicerContext(grpc.ServicerContext):
                 callback()
             except Exception:  # noqa: BLE001 - a callback must not break the response
                 log_event("callback_failed", level=logging.WARNING)
+
+
+def grpc_health_check(health_servicer, service: str = "") -> Callable[[], bool]:
+    """``is_serving`` for :class:`Gateway`: asks the gRPC health servicer itself, so that
+    ``/healthz`` is 200 exactly while gRPC health reports SERVING."""
+    from grpc_health.v1 import health_pb2
+
+    def serving() -> bool:
+        context = HttpServicerContext((), "local")
+        try:
+            response = health_servicer.Check(health_pb2.HealthCheckRequest(service=service), context)
+        except HttpAbort:
+            return False
+        return response is not None and response.status == health_pb2.HealthCheckResponse.SERVING
+
+    return serving
 
 
 # ------------------------------------------------------------------------------ the app
@@ -623,11 +655,11 @@ class Gateway:
         method = binding.method
         try:
             self._check_key(request)
+            context = HttpServicerContext.from_request(request)
             message = await self.decoder.decode(request, binding, message_class(method.input_type))
         except GatewayError as error:
             return self._refused(binding, started, error)
         handler = getattr(self.servicer, method.name)
-        context = HttpServicerContext.from_request(request)
         try:
             response = await anyio.to_thread.run_sync(handler, message, context, limiter=self.limiter)
         except HttpAbort as abort:
@@ -647,12 +679,12 @@ class Gateway:
         method = binding.method
         try:
             self._check_key(request)
+            context = HttpServicerContext.from_request(request)
         except GatewayError as error:
             return self._refused(binding, started, error)
         request_type = message_class(method.input_type)
         loop = asyncio.get_running_loop()
         lines = _ndjson_messages(request, request_type, self.decoder.max_body_bytes)
-        context = HttpServicerContext.from_request(request)
         handler = getattr(self.servicer, method.name)
         if method.client_streaming:
             requests: Any = _BlockingIterator(lines, loop)

@@ -242,7 +242,9 @@ async function verify(blob, contentType) {
   showError(null, "verify");
   $("result").setAttribute("aria-busy", "true");
   try {
-    const response = await call("/v1/liveness:verify", blob, contentType || "application/octet-stream", profileParams());
+    // The bytes themselves (not the Blob): what was sent is then visible to the browser's tools.
+    const body = await blob.arrayBuffer();
+    const response = await call("/v1/liveness:verify", body, contentType || "application/octet-stream", profileParams());
     showResult(response);
     return response;
   } catch (error) {
