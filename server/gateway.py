@@ -715,6 +715,10 @@ class Gateway:
                 while item is not end:
                     yield _json_bytes(to_json_dict(item)) + b"\n"
                     item = await anyio.to_thread.run_sync(step, iterator, limiter=self.limiter)
+                if isinstance(requests, _BlockingIterator) and requests.error is not None:
+                    # A request line that did not parse ended the input: say so, last.
+                    error = requests.error
+                    yield _json_bytes(error_body(error.code, error.message)) + b"\n"
             except HttpAbort as abort:
                 yield _json_bytes(error_body(abort.code, abort.message)) + b"\n"
             finally:
@@ -761,6 +765,7 @@ class _BlockingIterator:
         self._agen = agen
         self._loop = loop
         self._done = False
+        self.error: GatewayError | None = None
 
     def __iter__(self):
         return self
@@ -772,8 +777,10 @@ class _BlockingIterator:
         try:
             item = future.result()
         except GatewayError as error:
+            # The items before it are answered; the response ends with this error.
             self._done = True
-            raise HttpAbort(error.code, error.message) from None
+            self.error = error
+            raise StopIteration from None
         if item is None:
             self._done = True
             raise StopIteration

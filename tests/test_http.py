@@ -427,6 +427,17 @@ def test_verify_stream_over_http_is_ndjson_in_order_with_item_errors(base, face_
     assert lines[2]["result"]["profile"] == "lenient"
 
 
+def test_a_line_that_is_not_json_ends_the_stream_with_an_error_line(base, face_jpeg):
+    body = (json.dumps({"request": {"image": b64(face_jpeg), "requestId": "a"}}) + "\n{not json\n").encode()
+    response = requests.post(f"{base}/v1/liveness:verifyStream", data=body, timeout=120,
+                             headers={"Content-Type": "application/x-ndjson"})
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0]["requestId"] == "a" and "result" in lines[0]
+    assert lines[-1]["code"] == "INVALID_ARGUMENT" and "line 2" in lines[-1]["message"]
+    assert len(lines) == 2
+
+
 # ------------------------------------------------------------------------------ OpenAPI
 
 
