@@ -642,6 +642,12 @@ class Gateway:
                   else "API key not accepted")
         raise GatewayError(grpc.StatusCode.UNAUTHENTICATED, reason)
 
+    def _check_capacity(self) -> None:
+        # As gRPC's maximum_concurrent_rpcs: refuse at once rather than hold more bodies in memory.
+        if self.limiter.available_tokens < 1:
+            raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the server is handling its limit of {self.max_concurrent_calls} calls; retry later")
+
     def _refused(self, binding: Binding, started: float, error: GatewayError) -> Response:
         """The log line of a request refused before the servicer ran, and its response."""
         if error.code != grpc.StatusCode.CANCELLED:
@@ -655,6 +661,7 @@ class Gateway:
         method = binding.method
         try:
             self._check_key(request)
+            self._check_capacity()
             context = HttpServicerContext.from_request(request)
             message = await self.decoder.decode(request, binding, message_class(method.input_type))
         except GatewayError as error:
@@ -679,6 +686,7 @@ class Gateway:
         method = binding.method
         try:
             self._check_key(request)
+            self._check_capacity()
             context = HttpServicerContext.from_request(request)
         except GatewayError as error:
             return self._refused(binding, started, error)
