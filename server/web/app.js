@@ -338,6 +338,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const key = sessionStorage.getItem("ekyc-api-key");
   if (key) $("api-key").value = key;
   $("api-key").addEventListener("change", () => sessionStorage.setItem("ekyc-api-key", $("api-key").value.trim()));
+  $("key-form").addEventListener("submit", (event) => event.preventDefault());
   $("result-heading").tabIndex = -1;
   $("capture").addEventListener("click", capture);
   $("camera-toggle").addEventListener("click", () => (state.stream ? stopCamera() : startCamera()));
