@@ -41,8 +41,10 @@ test: setup-test browser
 protos: setup-test
 	$(BIN)/python scripts/generate_protos.py
 
+# buf: the contract's style; scripts/lint_imports.py: the layers (import-linter, pyproject.toml).
 lint: setup-test
 	$(BIN)/buf lint
+	$(BIN)/python scripts/lint_imports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

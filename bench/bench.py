@@ -15,7 +15,6 @@ cannot be pinned away from the server's cores, so its CPU time is measured and r
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -31,7 +30,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 
 
@@ -41,10 +39,11 @@ def load_images(count: int, size: tuple[int, int]) -> list[bytes]:
     data_dir = os.environ.get("EKYC_DATA_DIR")
     sources: list[Path] = []
     if data_dir:
-        with open(Path(data_dir) / "manifest.csv", newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r["source"] == "nuaa" and r["label"] == "live"]
-        step = max(1, len(rows) // count)
-        sources = [Path(data_dir) / r["path"] for r in rows[::step][:count]]
+        from ekyc.training.data import nuaa_live_frames
+
+        frames = nuaa_live_frames(data_dir)
+        step = max(1, len(frames) // count)
+        sources = [Path(data_dir) / s.path for s in frames[::step][:count]]
     if not sources:
         import matplotlib.cbook
 

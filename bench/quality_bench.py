@@ -8,12 +8,12 @@
 
 Images: NUAA live webcam frames from $EKYC_DATA_DIR (640x480 JPEG as captured) or, without the
 data, matplotlib's packaged portrait resized to 640x480. The process pins itself to the given
-CPUs before MediaPipe, OpenCV or NumPy start threads (like `taskset -c 0`), and OpenCV is told
+CPUs before ONNX Runtime, OpenCV or NumPy start threads (like `taskset -c 0`), and OpenCV is told
 to use one thread, so "one core" means one core. Stages, each a median over the images:
 
     decode     JPEG bytes -> upright RGB (Pillow)
-    detect     BlazeFace on the frame, plus tiles when a face could hide (QualityGate.find_faces)
-    landmarks  Face Landmarker on the crop around the face (also confirms it)
+    detect     BlazeFace on the frame, plus tiles when a face could hide (FaceFinder.find)
+    landmarks  the face mesh (MediaPipe's models on ONNX Runtime) on the crop around the face (also confirms it)
     quality    every measurement and threshold (assess_quality)
     total      the sum, per image (median of the per-image sums)
 """
@@ -21,7 +21,6 @@ to use one thread, so "one core" means one core. Stages, each a median over the 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -30,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def pin(cores: list[int]) -> list[int]:
@@ -49,10 +47,11 @@ def load_images(count: int) -> tuple[list[bytes], str]:
 
     data_dir = os.environ.get("EKYC_DATA_DIR")
     if data_dir and (Path(data_dir) / "manifest.csv").is_file():
-        with open(Path(data_dir) / "manifest.csv", newline="") as handle:
-            rows = [r for r in csv.DictReader(handle) if r["source"] == "nuaa" and r["label"] == "live"]
-        step = max(1, len(rows) // count)
-        images = [(Path(data_dir) / r["path"]).read_bytes() for r in rows[::step][:count]]
+        from ekyc.training.data import nuaa_live_frames
+
+        frames = nuaa_live_frames(data_dir)
+        step = max(1, len(frames) // count)
+        images = [(Path(data_dir) / s.path).read_bytes() for s in frames[::step][:count]]
         return images, "NUAA live frames (640x480 JPEG)"
     import matplotlib.cbook
 
@@ -69,13 +68,13 @@ def load_images(count: int) -> tuple[list[bytes], str]:
 
 def run(images: list[bytes], warmup: int, repeats: int, config_path: Path | None = None) -> dict:
     from ekyc.quality.gate import QualityGate
-    from ekyc.server.config import load_config
+    from ekyc.quality.options import load_gate_options
 
-    config = load_config(config_path, environ={})
+    options = load_gate_options(config_path, environ={})
     per_stage: dict[str, list[float]] = {}
     totals: list[float] = []
     reasons: dict[str, int] = {}
-    with QualityGate(config.quality) as gate:
+    with QualityGate(options) as gate:
         gate.warm_up()
         for data in images[:warmup]:
             gate.assess(gate.decode(data))
@@ -127,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         **run(images, warmup=min(len(images), 5), repeats=repeats, config_path=args.config),
     }
     if args.accuracy:
-        from ekyc.quality import benchmark
+        import quality_accuracy  # bench/quality_accuracy.py, beside this file
 
         buffer = io.StringIO()
         stdout, sys.stdout = sys.stdout, buffer
         try:
-            code = benchmark.main(["--json"])
+            code = quality_accuracy.main(["--json"])
         finally:
             sys.stdout = stdout
         report["accuracy"] = json.loads(buffer.getvalue()) if code == 0 else None

@@ -12,25 +12,27 @@ import argparse
 import csv
 import json
 import os
+import signal
 import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 import grpc
 from google.protobuf import json_format
 
+from ekyc.argparsing import EXIT_USAGE, ArgumentParser
 from ekyc.client.client import DEFAULT_TARGET, LivenessClient, LivenessError
+from ekyc.imagefiles import expand_paths
 from ekyc.v1 import liveness_pb2 as pb
 
 EXIT_OK = 0
-EXIT_ERROR = 1
+EXIT_ERROR = EXIT_USAGE
 EXIT_SPOOF = 2
 EXIT_QUALITY = 3
 EXIT_UNCERTAIN = 4
 EXIT_INTERRUPTED = 130
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 CSV_COLUMNS = (
     "path", "status", "decision", "is_live", "liveness_score", "confidence", "threshold", "profile", "model_version",
     "quality_passed", "reasons", "error_code", "error_message",
@@ -40,16 +42,8 @@ CSV_COLUMNS = (
 _FATAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1 like every other error: 2 means 'spoof' to scripts."""
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ekyc-client", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="ekyc-client", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--server",
         default=os.environ.get("EKYC_SERVER", DEFAULT_TARGET),
@@ -62,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     parser.add_argument("--tls-server-name", help="name to check in the server's certificate (default: the host)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     verify = commands.add_parser("verify", help="quality gate + liveness decision for each image")
     verify.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders (walked)")
     verify.add_argument("--no-quality", action="store_true", help="skip the quality gate")
@@ -144,27 +138,17 @@ def exit_code(counts: Counter) -> int:
     return EXIT_OK
 
 
-def expand_paths(arguments: Iterable[str]) -> Iterator[str]:
-    """Files as given; folders walked (sorted) for JPEG/PNG files."""
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    yield str(child)
-        else:
-            yield argument
-
-
 class ResultWriter:
     """Writes each result as it arrives (human, JSON lines or CSV), flushing so that an
-    interrupted run keeps everything written so far, and tallies the summary."""
+    interrupted run keeps everything written so far, and tallies the summary: a result is
+    counted once it is written, so the summary never counts more than the output holds."""
 
     def __init__(self, args, total: int):
         self.counts: Counter = Counter()
         self.reasons: Counter = Counter()
         self._lock = threading.Lock()
         self._file: TextIO | None = None
+        self._closed = False
         self._csv = None
         self._json = args.json
         if args.output:
@@ -178,8 +162,8 @@ class ResultWriter:
         outcome = outcome_of(response)
         report = response.quality
         with self._lock:
-            self.counts[outcome] += 1
-            self.reasons.update(reason_names(report))
+            if self._closed:
+                return
             if self._csv is not None:
                 self._csv.writerow(_csv_row(path, response))
             elif self._file is not None:
@@ -190,10 +174,13 @@ class ResultWriter:
                 line = describe_verify(response) if isinstance(response, pb.VerifyResponse) else describe_quality(response)
                 print(f"{path}: {line}", flush=True)
             self._advance()
+            self.counts[outcome] += 1
+            self.reasons.update(reason_names(report))
 
     def error(self, path: str, message: str, code: str = "") -> None:
         with self._lock:
-            self.counts["error"] += 1
+            if self._closed:
+                return
             self._write_stderr(f"ekyc-client: {path}: {message}")
             record = {"path": path, "error": {"code": code or "CLIENT_ERROR", "message": message}}
             if self._csv is not None:
@@ -203,6 +190,7 @@ class ResultWriter:
             elif self._json:
                 print(json.dumps(record), flush=True)
             self._advance()
+            self.counts["error"] += 1
 
     def _advance(self) -> None:
         if self._file is not None:
@@ -224,10 +212,69 @@ class ResultWriter:
         return text
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-        if self._file is not None:
-            self._file.close()
+        """Finish the output; results arriving later (another thread) are dropped, uncounted."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._progress is not None:
+                self._progress.close()
+            if self._file is not None:
+                self._file.close()
+
+
+class Interrupts:
+    """Ctrl-C during a batch, handled where the program chooses instead of wherever the main
+    thread happens to be: SIGINT only sets ``requested``, and a watcher thread closes the
+    client's channel, which ends the call in flight at once (CANCELLED). The batch loops see
+    ``requested`` and stop with KeyboardInterrupt raised from their own code.
+
+    A KeyboardInterrupt raised asynchronously inside gRPC's Python code can leave one of its
+    locks held (a signal between a lock's acquisition and the ``with`` that releases it), after
+    which closing the channel waited for ever: the client hung after Ctrl-C under load. And one
+    raised between writing a result and counting it made the summary disagree with the file.
+    A second Ctrl-C raises KeyboardInterrupt at once, as usual.
+    """
+
+    def __init__(self, client: LivenessClient):
+        self.requested = threading.Event()
+        self._client = client
+        self._done = False
+        self._previous = None
+        self._watcher: threading.Thread | None = None
+
+    def __enter__(self) -> "Interrupts":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C keeps Python's default behaviour
+            return self
+        self._watcher = threading.Thread(target=self._watch, name="interrupt-watcher", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _handle(self, _signum, _frame) -> None:
+        if self.requested.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested.set()
+
+    def _watch(self) -> None:
+        while not self.requested.wait(0.2):
+            if self._done:
+                return
+        if not self._done:
+            self._client.close()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt (from the caller's code) once Ctrl-C was pressed."""
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._watcher is None:
+            return
+        signal.signal(signal.SIGINT, self._previous)
+        self._done = True
 
 
 def _progress_bar(mode: str, total: int):
@@ -261,8 +308,11 @@ class _ServerUnavailable(Exception):
     pass
 
 
-def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWriter) -> None:
+def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWriter,
+              interrupts: Interrupts | None = None) -> None:
     for path in paths:
+        if interrupts is not None:
+            interrupts.check()
         try:
             image = Path(path).read_bytes()
         except OSError as exc:
@@ -276,6 +326,8 @@ def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWrit
             else:
                 response = client.check_quality(image, request_id=Path(path).name)
         except LivenessError as exc:
+            if interrupts is not None:
+                interrupts.check()  # the call was cancelled by Ctrl-C: not this image's error
             writer.error(path, f"{exc.code.name}: {exc.details}", exc.code.name)
             if exc.code in _FATAL_CODES:
                 raise _ServerUnavailable() from None
@@ -283,11 +335,14 @@ def run_unary(client: LivenessClient, args, paths: list[str], writer: ResultWrit
         writer.result(path, response)
 
 
-def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWriter) -> None:
+def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWriter,
+               interrupts: Interrupts | None = None) -> None:
     """One VerifyStream; files are read lazily as gRPC pulls requests (in order)."""
 
     def requests() -> Iterator[pb.VerifyRequest]:
         for index, path in enumerate(paths):
+            if interrupts is not None and interrupts.requested.is_set():
+                return
             try:
                 image = Path(path).read_bytes()
             except OSError as exc:
@@ -299,6 +354,8 @@ def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWri
 
     try:
         for response in client.verify_stream(requests()):
+            if interrupts is not None:
+                interrupts.check()
             path = paths[int(response.request_id)]
             if response.HasField("error"):
                 code = grpc.StatusCode.__members__.get(_code_name(response.error.code), grpc.StatusCode.UNKNOWN)
@@ -306,6 +363,8 @@ def run_stream(client: LivenessClient, args, paths: list[str], writer: ResultWri
             else:
                 writer.result(path, response.result)
     except LivenessError as exc:
+        if interrupts is not None:
+            interrupts.check()  # the stream was cancelled by Ctrl-C
         writer.error("(stream)", f"{exc.code.name}: {exc.details}", exc.code.name)
         if exc.code in _FATAL_CODES:
             raise _ServerUnavailable() from None
@@ -334,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _health(client)
             paths = list(expand_paths(args.images))
             if not paths:
-                print("ekyc-client: no JPEG or PNG files found", file=sys.stderr)
+                print("ekyc-client: no JPEG, PNG or WebP files found", file=sys.stderr)
                 return EXIT_ERROR
             try:
                 writer = ResultWriter(args, total=len(paths))
@@ -343,10 +402,11 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_ERROR
             batch = args.output is not None or getattr(args, "stream", False)
             try:
-                if getattr(args, "stream", False):
-                    run_stream(client, args, paths, writer)
-                else:
-                    run_unary(client, args, paths, writer)
+                with Interrupts(client) as interrupts:
+                    if getattr(args, "stream", False):
+                        run_stream(client, args, paths, writer, interrupts)
+                    else:
+                        run_unary(client, args, paths, writer, interrupts)
             except _ServerUnavailable:
                 writer.close()
                 print(f"ekyc-client: stopping: server {args.server} is unavailable", file=sys.stderr)

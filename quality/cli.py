@@ -30,10 +30,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ekyc import imagefiles
+from ekyc.argparsing import EXIT_USAGE, ArgumentParser
+
 EXIT_OK = 0
-EXIT_ERROR = 1
+EXIT_ERROR = EXIT_USAGE
 EXIT_QUALITY = 3
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 PERCENTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
 
 # Thresholds `calibrate` sets: (threshold, score, which tail). "low": the threshold is the
@@ -57,17 +59,9 @@ REPORTED = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1, like every other error (3 means 'quality failed' to scripts)."""
-
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ekyc-quality", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="ekyc-quality", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     check = commands.add_parser("check", help="run the quality gate on images (no server)")
     check.add_argument("images", nargs="+", help="image files or folders (walked for JPEG/PNG/WebP)")
     check.add_argument("--json", action="store_true", help="one JSON object per image per line (as ekyc-client)")
@@ -90,15 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expand_paths(arguments: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given; folders walked (sorted) for image files."""
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    yield child
-        else:
-            yield path
+    """Files as given; folders walked (sorted) for image files (ekyc.imagefiles)."""
+    return (Path(path) for path in imagefiles.expand_paths(arguments))
 
 
 @contextmanager
@@ -121,11 +108,13 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _load_config(path: Path | None):
-    from ekyc.server.config import ConfigError, load_config
+def _load_options(path: Path | None):
+    """The gate's options: quality/defaults.toml, the gate's sections of ``path``, EKYC_* env."""
+    from ekyc.quality.options import load_gate_options
+    from ekyc.settings import ConfigError
 
     try:
-        return load_config(path)
+        return load_gate_options(path, os.environ)
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
 
@@ -134,11 +123,11 @@ class _UsageError(Exception):
     pass
 
 
-def _open_gate(config):
+def _open_gate(options):
     from ekyc.quality.gate import QualityGate
 
     with quiet_native_stderr():
-        gate = QualityGate(config.quality)
+        gate = QualityGate(options)
         gate.warm_up()
     return gate
 
@@ -151,7 +140,7 @@ def _close(gate) -> None:
 def _json_line(path: Path, result) -> str:
     from google.protobuf import json_format
 
-    from ekyc.server.servicer import quality_report
+    from ekyc.quality.report import quality_report
     from ekyc.v1 import liveness_pb2 as pb
 
     response = pb.CheckQualityResponse(quality=quality_report(result), request_id=path.name)
@@ -199,9 +188,9 @@ def run_check(args) -> int:
     if not paths:
         print("ekyc-quality: no image files found", file=sys.stderr)
         return EXIT_ERROR
-    config = _load_config(args.config)
+    options = _load_options(args.config)
     errors = failed = 0
-    gate = _open_gate(config)
+    gate = _open_gate(options)
     try:
         for path in paths:
             result, error = _assess(gate, path)
@@ -250,7 +239,7 @@ def calibrated_thresholds(rows: list[dict], percentile: float, current, margin: 
     ``percentile`` (low tail) or 100 - ``percentile`` (high tail) of each score, widened by
     ``margin`` x the score's interquartile range (so a tight folder does not give limits that
     reject the next ordinary image)."""
-    from ekyc.quality.gate import QualityThresholds
+    from ekyc.quality.options import QualityThresholds
 
     types = {f.name: f.type for f in fields(QualityThresholds)}
     out = {}
@@ -328,7 +317,7 @@ def _histograms(path: Path, rows: list[dict], new: dict, current) -> None:
 
 
 def run_calibrate(args) -> int:
-    from ekyc.quality.gate import QualityThresholds
+    from ekyc.quality.options import QualityThresholds
 
     if not args.folder.is_dir():
         raise _UsageError(f"not a folder: {args.folder}")
@@ -339,12 +328,12 @@ def run_calibrate(args) -> int:
     paths = list(expand_paths([args.folder]))
     if not paths:
         raise _UsageError(f"no image files in {args.folder}")
-    config = _load_config(args.config)
-    current = config.quality.thresholds
+    options = _load_options(args.config)
+    current = options.thresholds
     rows: list[dict] = []
     skipped: dict[str, int] = {}
     errors = 0
-    gate = _open_gate(config)
+    gate = _open_gate(options)
     try:
         for path in paths:
             result, error = _assess(gate, path)

@@ -1,8 +1,6 @@
-"""Domain errors of the quality package; the server maps them to gRPC status codes."""
+"""Errors of the face library: an image the caller sent cannot be used (gRPC INVALID_ARGUMENT)."""
 
-
-class EkycError(Exception):
-    """Base class of every error the service reports to a caller."""
+from ekyc.errors import EkycError
 
 
 class InvalidImageError(EkycError):

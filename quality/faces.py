@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ekyc.quality.ort_session import cpu_session
+from ekyc.ort_session import cpu_session
 
 
 # A raw detection: x0, y0, x1, y1, score, and the eye keypoints (right x, y, left x, y) or None.

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ekyc.quality.faces import Face
-from ekyc.quality.ort_session import cpu_session
+from ekyc.ort_session import cpu_session
 
 FACE_MESH_FILES = ("face_landmarks.onnx", "face_blendshapes.onnx", "geometry_pipeline_metadata_landmarks.binarypb")
 # The landmark model's input side (pixels) and the crop around the detector's box (MediaPipe's

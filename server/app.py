@@ -16,16 +16,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ekyc.errors import ModelLoadError
+from ekyc.model_store import resolve_model
 from ekyc.server.compute import ComputePool
 from ekyc.server.config import Config, ConfigError, load_config
+from ekyc.server.limits import RateLimiter
 from ekyc.server.logs import configure as configure_logging
 from ekyc.server.logs import log_event
-from ekyc.server.model import ModelLoadError
-from ekyc.server.model_store import resolve_model
-from ekyc.server.limits import RateLimiter
 from ekyc.server.metrics import MetricsAggregator
 from ekyc.server.pipeline import LivenessPipeline
 from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
+from ekyc.server.service import LivenessService
 from ekyc.server.servicer import LivenessServicer
 from ekyc.server.servicer import add_to_server as add_liveness_service
 from ekyc.v1 import liveness_pb2
@@ -45,13 +46,14 @@ class LivenessServer:
         self.config = config
         self.compute = ComputePool(config.compute.threads, config.compute.queue_size)
         self.metrics = MetricsAggregator(config.server.metrics_interval_s) if config.server.metrics == "emf" else None
-        self.servicer = LivenessServicer(
+        self.service = LivenessService(
             self.compute,
             config.compute.stream_window,
             limiter=RateLimiter(config.limits.rate_limit_per_minute, config.limits.rate_limit_burst),
             max_stream_items=config.limits.max_stream_items,
             metrics=self.metrics,
         )
+        self.servicer = LivenessServicer(self.service)
         try:
             keys = ApiKeys.load(config.security.api_keys_file, config.security.api_keys_env)
             self.credentials = (
@@ -117,7 +119,7 @@ class LivenessServer:
         except (ModelLoadError, FileNotFoundError, ValueError, RuntimeError) as exc:
             raise StartupError(str(exc)) from None
         pipeline.warm_up()
-        self.servicer.pipeline = pipeline
+        self.service.pipeline = pipeline
         if self.metrics is not None:
             self.metrics.start()
         for service in HEALTH_SERVICES:
@@ -145,7 +147,7 @@ class LivenessServer:
         self.compute.shutdown()
         if self.metrics is not None:
             self.metrics.stop()
-        pipeline, self.servicer.pipeline = self.servicer.pipeline, None
+        pipeline, self.service.pipeline = self.service.pipeline, None
         if pipeline is not None:
             pipeline.close()
         log_event("stopped")

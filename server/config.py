@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ekyc.quality.gate import QualityGateOptions
+from ekyc.paths import DEFAULT_DETECTOR, DEFAULT_MODEL
+from ekyc.quality.options import DEFAULTS_FILE as QUALITY_DEFAULTS_FILE
+from ekyc.quality.options import QualityGateOptions
+from ekyc.settings import ConfigError, load_sections
 
 DEFAULTS_FILE = Path(__file__).with_name("default.toml")
-QUALITY_DEFAULTS_FILE = Path(__file__).resolve().parent.parent / "quality" / "defaults.toml"
-# The repository's models/ folder: server/ and models/ are siblings.
-BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = BUNDLED_MODELS / "liveness.onnx"
-DEFAULT_DETECTOR = BUNDLED_MODELS / "mediapipe" / "face_detector.onnx"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
 
 
 def available_cpus() -> int:
@@ -101,52 +94,6 @@ class Config:
         return self.model.path or str(DEFAULT_MODEL)
 
 
-def _read_toml(path: Path) -> dict:
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
-
-def _merge(base: dict, override: Mapping, origin: str) -> None:
-    for section, values in override.items():
-        if section not in base or not isinstance(values, Mapping):
-            raise ConfigError(f"{origin}: unknown section [{section}]")
-        for key, value in values.items():
-            if key not in base[section]:
-                raise ConfigError(f"{origin}: unknown key {section}.{key}")
-            base[section][key] = value
-
-
-def _env_overrides(base: dict, environ: Mapping[str, str]) -> dict:
-    overrides: dict[str, dict[str, Any]] = {}
-    for section, values in base.items():
-        for key, default in values.items():
-            name = f"EKYC_{section}_{key}".upper()
-            if name in environ:
-                overrides.setdefault(section, {})[key] = _parse_like(environ[name], default, name)
-    return overrides
-
-
-def _parse_like(text: str, default: Any, name: str) -> Any:
-    try:
-        if isinstance(default, bool):
-            lowered = text.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(text)
-            return lowered in ("1", "true", "yes")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        return text
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a valid {type(default).__name__}") from None
-
-
 def load_config(
     path: str | Path | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -154,13 +101,7 @@ def load_config(
 ) -> Config:
     """Build the configuration: defaults, then ``path``, then ``EKYC_*`` env, then ``overrides``."""
     environ = os.environ if environ is None else environ
-    data = _read_toml(DEFAULTS_FILE)
-    data.update(_read_toml(QUALITY_DEFAULTS_FILE))
-    if path:
-        _merge(data, _read_toml(Path(path)), str(path))
-    _merge(data, _env_overrides(data, environ), "environment")
-    if overrides:
-        _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}, "flags")
+    data = load_sections([DEFAULTS_FILE, QUALITY_DEFAULTS_FILE], path, environ, overrides)
     return _build(data, environ.get("EKYC_API_KEYS", ""))
 
 

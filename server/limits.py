@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
 
-import grpc
-
-from ekyc.quality.errors import EkycError
+from ekyc.errors import EkycError
 
 MAX_TRACKED_CLIENTS = 100_000
 
 
 class RateLimitedError(EkycError):
     """The client sent more requests than its rate allows; it should retry later."""
-
-
-def client_identity(context: grpc.ServicerContext) -> str:
-    """The API key's digest when the client sent one, else its IP address (no port)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            return "key:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
-    peer = context.peer() or ""
-    if peer.startswith(("ipv4:", "ipv6:")):
-        address = peer.split(":", 1)[1]
-        host = address.rsplit(":", 1)[0]
-        return "ip:" + host.strip("[]")
-    return "peer:" + peer
 
 
 class RateLimiter:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ekyc.quality.faces import crop_face
-from ekyc.quality.gate import QualityGate, QualityReason, QualityResult
+from ekyc.models.liveness import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
+from ekyc.quality.face_search import crop_main_face
+from ekyc.quality.gate import QualityGate
+from ekyc.quality.rules import QualityReason, QualityResult
 from ekyc.server.config import Config
-from ekyc.server.model import LIVE, LivenessModel, OperatingPoint, UnknownProfileError, resolve_profiles
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Verdict:
     model_version: str
     profile: str = ""
     decision: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """What the request came to: quality_failed, live, spoof or uncertain."""
+        return "quality_failed" if self.quality_failed else self.decision
 
 
 class LivenessPipeline:
@@ -73,7 +79,7 @@ class LivenessPipeline:
         if gate_blocks:
             # Without a face there is nothing to score, even when the gate is disabled.
             return Verdict(quality, True, False, 0.0, 0.0, point.threshold, self.model_version, point.name)
-        crop = crop_face(rgb, quality.face, self.model.crop_rule)
+        crop = crop_main_face(rgb, quality.faces, self.model.crop_rule)
         score = float(self.model.score(crop[None])[0])
         decision = point.decide(score)
         # Confidence: the probability of the side of the threshold the score falls on.

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import grpc
@@ -15,9 +16,13 @@ from PIL import Image
 
 from ekyc.client import LivenessClient
 from ekyc.server.app import create_server
-from ekyc.server.config import DEFAULT_MODEL, load_config
+from ekyc.paths import DEFAULT_MODEL
+from ekyc.server.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The evaluation harnesses (bench/degrade.py, bench/quality_accuracy.py) are scripts, not part
+# of the installed package: the tests import them from their folder.
+sys.path.insert(0, str(ROOT / "bench"))
 DATA_DIR = Path(os.environ["EKYC_DATA_DIR"]) if os.environ.get("EKYC_DATA_DIR") else None
 SPLIT_FILE = ROOT / "training" / "splits" / "shared-data.json"
 
@@ -98,6 +103,19 @@ def target(server) -> str:
 def client(target):
     with LivenessClient(target, timeout=30) as client:
         yield client
+
+
+@pytest.fixture()
+def ekyc_logger():
+    """The ekyc logger, restored afterwards (other tests may rely on its handlers)."""
+    import logging
+
+    from ekyc.server import logs
+
+    logger = logging.getLogger(logs.LOGGER_NAME)
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")

@@ -138,3 +138,20 @@ def test_usage_errors_exit_one_not_the_spoof_code():
     result = run_client("verify")
     assert result.returncode == 1 and "usage" in result.stderr.lower()
     assert run_client("--help").returncode == 0
+
+
+def test_folders_are_walked_for_every_format_the_server_decodes(accepting_server, face_rgb, tmp_path):
+    """WebP was skipped by the client's folder walk although the server accepts it."""
+    from conftest import encode
+
+    root = tmp_path / "formats"
+    (root / "nested").mkdir(parents=True)
+    (root / "face.jpg").write_bytes(encode(face_rgb, "JPEG"))
+    (root / "nested" / "face.WEBP").write_bytes(encode(face_rgb, "WEBP", quality=90))
+    (root / "face.png").write_bytes(encode(face_rgb, "PNG"))
+    (root / "notes.txt").write_text("not an image")
+    result = run_client("--server", accepting_server, "verify", str(root), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(Path(r["path"]).name for r in records) == ["face.WEBP", "face.jpg", "face.png"]
+    assert all(r["status"] == "VERIFY_STATUS_SUCCESS" and r["is_live"] for r in records)

@@ -31,7 +31,7 @@ from ekyc.quality.landmarks import (
     pose_from_matrix,
     read_canonical_face,
 )
-from ekyc.server.config import BUNDLED_MODELS, DEFAULT_DETECTOR
+from ekyc.paths import BUNDLED_MODELS, DEFAULT_DETECTOR
 
 FACE_MESH = BUNDLED_MODELS / "mediapipe"
 # MediaPipe's own bundle, the source of the converted models and the reference here.
@@ -345,7 +345,7 @@ def test_the_detector_agrees_with_mediapipes_face_detector(detector, reference_d
     """Same boxes (to MediaPipe's whole pixels), eye keypoints and scores, on the packaged
     portrait: whole, mirrored, turned, cut by each border, small in a large frame, and on
     frames without a face."""
-    from ekyc.quality import degrade
+    import degrade
 
     rgb = cv2.cvtColor(cv2.imread(str(packaged_face_path())), cv2.COLOR_BGR2RGB)
     face = detector.detect(rgb)[0]

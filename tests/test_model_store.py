@@ -1,4 +1,4 @@
-"""Publishing the model to S3 and loading it back: ekyc-train publish + ekyc.server.model_store.
+"""Publishing the model to S3 and loading it back: ekyc-train publish + ekyc.model_store.
 
 S3 is moto's in-process fake (``mock_aws``); the server test resolves the published model
 from S3 and starts a real ekyc-server on it.
@@ -20,9 +20,9 @@ from moto import mock_aws  # noqa: E402
 
 from conftest import start_server  # noqa: E402
 from ekyc.client import LivenessClient  # noqa: E402
-from ekyc.server.config import DEFAULT_MODEL  # noqa: E402
-from ekyc.server.model import ModelLoadError  # noqa: E402
-from ekyc.server.model_store import resolve_model  # noqa: E402
+from ekyc.paths import DEFAULT_MODEL  # noqa: E402
+from ekyc.errors import ModelLoadError  # noqa: E402
+from ekyc.model_store import resolve_model  # noqa: E402
 from ekyc.training.publish import PublishError, publish  # noqa: E402
 
 BUCKET = "ekyc-models"

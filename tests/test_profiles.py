@@ -13,7 +13,7 @@ import pytest
 
 from conftest import start_server
 from ekyc.client import LivenessClient, LivenessError
-from ekyc.server.config import DEFAULT_MODEL
+from ekyc.paths import DEFAULT_MODEL
 from ekyc.v1 import liveness_pb2 as pb
 
 CLIENT = str(Path(sys.executable).parent / "ekyc-client")

@@ -9,7 +9,8 @@ import pytest
 from ekyc.quality.faces import CropRule, Face, FaceDetector, FaceDetectorOptions, crop_face
 from ekyc.quality.gate import SHARPNESS_SIDE, QualityReason, QualityThresholds, assess_quality, sharpness
 from conftest import darken
-from ekyc.server.config import DEFAULT_DETECTOR, load_config
+from ekyc.paths import DEFAULT_DETECTOR
+from ekyc.server.config import load_config
 
 
 @pytest.fixture(scope="module")

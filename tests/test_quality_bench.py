@@ -27,4 +27,9 @@ def test_quality_bench_quick_reports_ms_per_image_and_stages(tmp_path):
     assert set(stages) == {"decode", "detect", "landmarks", "quality"}
     assert all(value > 0 for value in stages.values())
     assert report["images_timed"] == 4
-    assert report["reasons_seen"] == {} or all(isinstance(v, int) for v in report["reasons_seen"].values())
+    # Each image counts a reason at most once, and only the gate's reasons.
+    from ekyc.quality.rules import QualityReason
+
+    reasons = report["reasons_seen"]
+    assert set(reasons) <= {reason.value for reason in QualityReason}, reasons
+    assert all(isinstance(v, int) and 0 < v <= report["images_timed"] for v in reasons.values()), reasons

@@ -1,7 +1,7 @@
 """The quality benchmark on real photos (EKYC_DATA_DIR): per reason, the share of degraded
 images caught and of clean originals wrongly rejected, at the shipped thresholds; face
 detection recall on the annotated faces; head-pose signs; clear glasses not taken for
-sunglasses. A subsample keeps it short; `python -m ekyc.quality.benchmark` runs it all
+sunglasses. A subsample keeps it short; `python bench/quality_accuracy.py` runs it all
 (docs/quality.md has those figures)."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import random
 import pytest
 
 from conftest import DATA_DIR, needs_data
-from ekyc.quality import benchmark, degrade
+import degrade
+import quality_accuracy as benchmark
 from ekyc.quality.gate import QualityGate, QualityReason
-from ekyc.server.config import load_config
+from ekyc.quality.options import load_gate_options
+from ekyc.training.data import nuaa_live_frames
 
 MIN_CAUGHT = 0.95
 MAX_CLEAN_FALSE_REJECTS = 0.05
@@ -26,7 +28,7 @@ pytestmark = needs_data
 
 @pytest.fixture(scope="module")
 def gate():
-    with QualityGate(load_config(environ={}).quality) as gate:
+    with QualityGate(load_gate_options(environ={})) as gate:
         yield gate
 
 
@@ -70,11 +72,15 @@ def test_clean_photos_are_rarely_rejected_for_each_reason(report, reason):
     assert rate <= MAX_CLEAN_FALSE_REJECTS, (reason.value, rate, report.clean_flagged_names.get(reason))
 
 
-def test_closed_eyes_are_caught_on_the_labelled_frames(gate):
+def test_eyes_closed_still_fires_on_the_frames_a_person_confirmed(gate):
+    """A regression check, not a recall measurement: these frames were found by ranking the
+    blink score and then confirmed closed by eye (docs/quality.md), so a rate on them says
+    nothing about closed eyes the score misses. It fails if the model, the score or the
+    threshold stop flagging any of them."""
     frames = benchmark.closed_eye_samples(DATA_DIR, gate)
     assert len(frames) == len(benchmark.CLOSED_EYE_FRAMES)
-    tally = benchmark.closed_eyes(gate, frames)
-    assert tally.rate() >= MIN_CAUGHT, tally
+    missed = [f.name for f in frames if QualityReason.EYES_CLOSED not in gate.assess(f.rgb).reasons]
+    assert missed == []
 
 
 def test_face_detection_recall_on_the_annotated_faces(gate):
@@ -85,11 +91,11 @@ def test_face_detection_recall_on_the_annotated_faces(gate):
 
 def test_clear_glasses_are_not_taken_for_sunglasses(gate):
     """NUAA frames of people wearing clear glasses (manifest note glasses=01)."""
-    rows = [r for r in benchmark.nuaa_live_rows(DATA_DIR) if "glasses=01" in r["note"]]
-    rows = random.Random(1).sample(rows, 30)
+    frames = [s for s in nuaa_live_frames(DATA_DIR) if s.meta.get("glasses") == "01"]
+    frames = random.Random(1).sample(frames, 30)
     flagged = measured = 0
-    for row in rows:
-        result = gate.assess(gate.decode((DATA_DIR / row["path"]).read_bytes()))
+    for frame in frames:
+        result = gate.assess(gate.decode((DATA_DIR / frame.path).read_bytes()))
         measured += result.scores.landmarks_measured
         flagged += QualityReason.EYES_OCCLUDED in result.reasons
     assert measured >= 28

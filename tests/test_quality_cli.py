@@ -14,7 +14,8 @@ import pytest
 
 from conftest import encode, flat_image
 from ekyc.client.cli import to_json
-from ekyc.quality import cli, degrade
+import degrade
+from ekyc.quality import cli
 from ekyc.quality.gate import QualityGate
 from ekyc.server.config import load_config
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ekyc.quality import degrade
+import degrade
 from ekyc.quality.faces import Face, plan_tiles, RELIABLE_FACE_SHARE, TILE_OVERLAP
 from ekyc.quality.gate import QualityGate, QualityReason, QualityScores, assess_quality
 from ekyc.quality.measures import border_margin, exposure, luma, sharpness

@@ -19,7 +19,7 @@ from conftest import darken, encode, flat_image, start_server
 from ekyc.client import LivenessClient, LivenessError
 from ekyc.server.app import SERVICE_NAME, create_server
 from ekyc.server.config import load_config
-from ekyc.server.model import metadata_path
+from ekyc.models.liveness import metadata_path
 from ekyc.v1 import liveness_pb2 as pb
 
 

@@ -15,8 +15,8 @@ from moto import mock_aws
 from conftest import start_server
 from ekyc.client import LivenessClient
 from ekyc.server.app import StartupError
-from ekyc.server.config import DEFAULT_MODEL
-from ekyc.server.model import ModelMetadata
+from ekyc.paths import DEFAULT_MODEL
+from ekyc.models.liveness import ModelMetadata
 
 
 @pytest.fixture()

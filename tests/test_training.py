@@ -141,19 +141,20 @@ def real_crops(tmp_path_factory):
 @needs_data
 @pytest.mark.data
 def test_cached_crops_are_the_server_crops(real_crops):
-    """The cache holds exactly decode_image -> FaceDetector -> crop_face of the largest face."""
-    from ekyc.quality.decode import decode_image
-    from ekyc.quality.faces import FaceDetector, FaceDetectorOptions, crop_face
-    from ekyc.training.crops import DEFAULT_DETECTOR, load_crop
+    """The cache holds exactly what the server scores: decode, the gate's main face, crop_main_face."""
+    from ekyc.quality.face_search import crop_main_face
+    from ekyc.quality.gate import QualityGate
+    from ekyc.quality.options import load_gate_options
+    from ekyc.training.crops import load_crop
 
     picked, cache, crops = real_crops
     frames = [(s, p) for s, p in cache.usable(picked) if s.kind == "frame"]
     assert frames and crops.shape[1:] == (64, 64, 3)
-    with FaceDetector(FaceDetectorOptions(model_path=DEFAULT_DETECTOR)) as detector:
+    with QualityGate(load_gate_options(environ={})) as gate:
         for sample, path in frames:
-            rgb = decode_image((Path(DATA_DIR) / sample.path).read_bytes(), 40_000_000)
-            faces = detector.detect(rgb)
-            assert np.array_equal(load_crop(path), crop_face(rgb, faces[0], TINY))
+            rgb = gate.decode((Path(DATA_DIR) / sample.path).read_bytes())
+            quality = gate.assess(rgb)
+            assert np.array_equal(load_crop(path), crop_main_face(rgb, quality.faces, TINY))
 
 
 # --- training, export, evaluation ------------------------------------------------------------
@@ -306,7 +307,7 @@ def test_every_backbone_builds_and_exports_with_dynamic_batch(architecture, tmp_
 
 
 def test_export_parity_and_runtime_load(tiny_run, real_crops, tmp_path):
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.export import MAX_MODEL_BYTES, export_onnx, parity, torch_scores, write_metadata
     from ekyc.training.model import load_checkpoint
 
@@ -386,7 +387,8 @@ def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
 # --- the shipped model ---------------------------------------------------------------------
 
 def test_shipped_model_loads_with_server_metadata():
-    from ekyc.server.model import LivenessModel, sha256_file
+    from ekyc.model_store import sha256_file
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.export import MAX_MODEL_BYTES, probe_batch
 
     assert SHIPPED.is_file(), "models/liveness.onnx is missing"
@@ -446,7 +448,7 @@ def test_shipped_model_metadata_describes_test_metrics():
 def test_shipped_model_separates_real_crops(real_crops, tmp_path):
     """Sanity, not a benchmark: on real crops (cut with the shipped model's own crop rule) the
     scores are valid and not constant."""
-    from ekyc.server.model import LivenessModel
+    from ekyc.models.liveness import LivenessModel
     from ekyc.training.crops import CropCache, build_crops, load_crops
 
     model = LivenessModel(SHIPPED)

@@ -122,7 +122,8 @@ def test_training_run_directory(pipeline):
 
 
 def test_exported_model_carries_calibrated_profiles(pipeline):
-    from ekyc.server.model import LivenessModel, sha256_file
+    from ekyc.model_store import sha256_file
+    from ekyc.models.liveness import LivenessModel
 
     model = LivenessModel(pipeline["model"])
     meta = model.metadata.raw
@@ -138,7 +139,7 @@ def test_exported_model_carries_calibrated_profiles(pipeline):
 def test_evaluation_report_markdown_and_plots(pipeline):
     reports = pipeline["reports"]
     report = json.loads((reports / "liveness-test.json").read_text())
-    assert report["split"] == "test" and report["scored_by"].startswith("ekyc.server.model.LivenessModel")
+    assert report["split"] == "test" and report["scored_by"].startswith("ekyc.models.liveness.LivenessModel")
     assert set(report["at_profiles"]) == {"strict", "balanced", "lenient"}
     assert report["baselines"]["overall"] and report["stress"]
     for plot in ("det", "scores", "confusion", "band", "loss"):

@@ -1,11 +1,11 @@
 """Training, calibration, evaluation and publishing of the liveness (print/replay spoof) model.
 
-``ekyc-train`` (``training/cli.py``) runs the pipeline one step at a time:
+``ekyc-train`` (``training/cli.py``, the steps in ``training/steps.py``) runs the pipeline one step at a time:
 ``split -> crops -> train -> export (+ calibrate) -> evaluate -> publish`` (``ekyc-train all``
 does the first five). Every stage shares the server's preprocessing: ``ekyc.quality.decode_image``,
-the server's ``FaceDetector`` (MediaPipe's BlazeFace) and ``crop_face`` with the ``CropRule`` stored in the model
-metadata; normalisation lives inside the exported ONNX graph; evaluation scores through
-``ekyc.server.model.LivenessModel`` (ONNX Runtime).
+the server's face search and main-face crop (``ekyc.quality.face_search``: ``FaceFinder`` and
+``crop_main_face``) with the ``CropRule`` stored in the model metadata; normalisation lives inside the exported ONNX graph; evaluation scores through
+``ekyc.models.liveness.LivenessModel`` (ONNX Runtime).
 
 Modules: ``data`` (loaders for the shared manifest, CelebA-Spoof and live/spoof folders;
 subject-disjoint splits), ``crops`` (the crop cache), ``augment`` (augmentations and print/replay

@@ -1,14 +1,20 @@
 """The face-crop cache: every sample decoded, detected and cropped exactly as the server does.
 
 Layout: ``<cache_root>/<rule>/<data-id>/index.csv`` plus ``images/<id>.png`` (lossless, so
-the cached crop is bit-identical to what ``crop_face`` returned). ``<rule>`` names the
+the cached crop is bit-identical to what ``crop_main_face`` returned), under
+``<cache_dir>/crops-main-face/``. ``<rule>`` names the
 ``CropRule`` (``s128-x1.2``); ``<data-id>`` is the data directory's name and a hash of its
 absolute path, so two data sets never share entries. The cache is incremental: samples
 already in the index are not processed again, and a new crop rule reuses the face boxes
 another rule's cache of the same data already found (the detector does not depend on the
 rule), so only decoding and cropping run again.
 
-Only ``ok`` crops (the largest face MediaPipe found, as in the server) are used by default:
+The face is chosen and cropped by the server's own function, ``ekyc.quality.face_search``
+(``FaceFinder.find`` with the shipped gate settings, then ``crop_main_face``): the most
+prominent face the face mesh confirms, with tiles where small faces could hide. (Caches of the
+earlier rule, the largest detector box, lived under ``crops/`` and are not reused.)
+
+Only ``ok`` crops (the main face, as in the server) are used by default:
 an image without a detected face never reaches the model in the server (``NO_FACE``), so
 training on or scoring such images would describe a path that does not exist. The
 fallbacks (``whole_image`` for tight face-crop images, ``dataset_box`` for CelebA-Spoof's
@@ -26,16 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ekyc.paths import DEFAULT_CACHE, DEFAULT_DETECTOR
 from ekyc.training.data import Sample
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CACHE = PROJECT_ROOT / ".cache"
-DEFAULT_DETECTOR = PROJECT_ROOT / "models" / "mediapipe" / "face_detector.onnx"
-# The server's default limit (server/default.toml [quality] max_image_pixels).
-MAX_PIXELS = 40_000_000
+CACHE_FOLDER = "crops-main-face"
 
 # Status of one sample in the index.
-OK = "ok"  # largest detected face, cropped (the served path)
+OK = "ok"  # the main face, cropped (the served path)
 WHOLE_IMAGE = "whole_image"  # a face_crop image with no detection: the whole image is the face box
 DATASET_BOX = "dataset_box"  # no detection, the data set's own box (CelebA-Spoof *_BB.txt)
 NO_FACE = "no_face"  # a frame with no detection and no box: skipped
@@ -65,7 +68,7 @@ class CropCache:
     @classmethod
     def for_data(cls, data_dir: Path | str, rule, cache_dir: Path | str | None = None) -> "CropCache":
         base = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-        return cls(base / "crops" / rule_name(rule) / data_id(data_dir), rule)
+        return cls(base / CACHE_FOLDER / rule_name(rule) / data_id(data_dir), rule)
 
     @property
     def index_path(self) -> Path:
@@ -142,38 +145,38 @@ def dataset_face(sample: Sample, width: int, height: int):
     return Face(x, y, w, h, float(box[4]) if len(box) > 4 else 0.0)
 
 
-def face_for(rgb: np.ndarray, sample: Sample, detector) -> tuple[str, object, int]:
-    """(status, face box or None, number of faces detected) for one decoded image."""
+def face_for(rgb: np.ndarray, sample: Sample, finder) -> tuple[str, tuple, int]:
+    """(status, faces with the one to crop first, number of faces that matter) for one decoded
+    image; ``finder`` is a ``FaceFinder`` (the server's face search)."""
     from ekyc.quality.faces import Face
 
-    faces = detector.detect(rgb)
+    faces, _ = finder.find(rgb)
     if faces:
-        return OK, faces[0], len(faces)
+        return OK, tuple(faces), len(faces)
     height, width = rgb.shape[:2]
     box = dataset_face(sample, width, height)
     if box is not None:
-        return DATASET_BOX, box, 0
+        return DATASET_BOX, (box,), 0
     if sample.kind == "face_crop":
-        return WHOLE_IMAGE, Face(0, 0, width, height, 0.0), 0
-    return NO_FACE, None, 0
+        return WHOLE_IMAGE, (Face(0, 0, width, height, 0.0),), 0
+    return NO_FACE, (), 0
 
 
-def crop_sample(rgb: np.ndarray, sample: Sample, detector, rule) -> tuple[str, np.ndarray | None, object, int]:
-    """(status, crop or None, face box used, number of faces detected) for one decoded image."""
-    from ekyc.quality.faces import crop_face
+def crop_sample(rgb: np.ndarray, sample: Sample, finder, rule) -> tuple[str, np.ndarray | None, object, int]:
+    """(status, crop or None, face box used, number of faces that matter) for one decoded image."""
+    from ekyc.quality.face_search import crop_main_face
 
-    status, face, n_faces = face_for(rgb, sample, detector)
-    crop = crop_face(rgb, face, rule) if face is not None else None
-    return status, crop, face, n_faces
+    status, faces, n_faces = face_for(rgb, sample, finder)
+    return status, crop_main_face(rgb, faces, rule), (faces[0] if faces else None), n_faces
 
 
 class _KnownBoxes:
     """A detector stand-in that answers from boxes another crop rule's cache already holds."""
 
-    def __init__(self, rows: dict[str, dict], detector_factory):
+    def __init__(self, rows: dict[str, dict], finder_factory):
         self.rows = rows
-        self._factory = detector_factory
-        self._detector = None
+        self._factory = finder_factory
+        self._finder = None
 
     def face_for(self, rgb: np.ndarray, sample: Sample):
         from ekyc.quality.faces import Face
@@ -183,17 +186,17 @@ class _KnownBoxes:
             row["status"] == NO_FACE or row.get("width")
         ):
             if row["status"] == NO_FACE:
-                return NO_FACE, None, 0
+                return NO_FACE, (), 0
             face = Face(int(row["x"]), int(row["y"]), int(row["width"]), int(row["height"]),
                         float(row.get("score") or 0.0))
-            return row["status"], face, int(row.get("faces") or 0)
-        if self._detector is None:
-            self._detector = self._factory()
-        return face_for(rgb, sample, self._detector)
+            return row["status"], (face,), int(row.get("faces") or 0)
+        if self._finder is None:
+            self._finder = self._factory()
+        return face_for(rgb, sample, self._finder)
 
     def close(self):
-        if self._detector is not None:
-            self._detector.close()
+        if self._finder is not None:
+            self._finder.close()
 
 
 def build_crops(
@@ -201,18 +204,28 @@ def build_crops(
     data_dir: Path | str,
     cache: CropCache,
     detector_path: Path | str = DEFAULT_DETECTOR,
-    min_confidence: float = 0.5,
+    min_confidence: float | None = None,
     progress: bool = True,
 ) -> Counter:
-    """Crop every sample not yet in the cache; returns status counts over all ``samples``."""
+    """Crop every sample not yet in the cache; returns status counts over all ``samples``.
+
+    Faces are found with the server's face search and its shipped settings
+    (quality/defaults.toml), with ``detector_path`` (and ``min_confidence``, if given) as the
+    detector; decoding has the server's pixel limit."""
+    from dataclasses import replace
+
     from PIL import Image
     from tqdm import tqdm
 
     from ekyc.quality.decode import decode_image
     from ekyc.quality.errors import InvalidImageError
-    from ekyc.quality.faces import FaceDetector, FaceDetectorOptions
+    from ekyc.quality.face_search import FaceFinder, crop_main_face
+    from ekyc.quality.options import load_gate_options
 
-    from ekyc.quality.faces import crop_face
+    options = load_gate_options(environ={})
+    options = replace(options, detector_model=Path(detector_path),
+                      min_detection_confidence=options.min_detection_confidence if min_confidence is None
+                      else min_confidence)
 
     data_dir = Path(data_dir)
     index = cache.read_index()
@@ -224,22 +237,22 @@ def build_crops(
             with open(other, newline="", encoding="utf-8") as handle:
                 for row in csv.DictReader(handle):
                     known.setdefault(row["path"], row)
-        options = FaceDetectorOptions(model_path=Path(detector_path), min_confidence=min_confidence)
-        boxes = _KnownBoxes(known, lambda: FaceDetector(options))
+        boxes = _KnownBoxes(known, lambda: FaceFinder(options))
         try:
             for n, s in enumerate(tqdm(todo, desc="crops", unit="img", disable=not progress, file=sys.stderr)):
                 row = {"path": s.path}
                 try:
-                    rgb = decode_image((data_dir / s.path).read_bytes(), MAX_PIXELS)
+                    rgb = decode_image((data_dir / s.path).read_bytes(), options.max_image_pixels)
                 except (OSError, InvalidImageError) as exc:
                     row.update(status=UNREADABLE, detail=str(exc))
                 else:
-                    status, face, n_faces = boxes.face_for(rgb, s)
+                    status, faces, n_faces = boxes.face_for(rgb, s)
                     row.update(status=status, faces=n_faces, image_width=rgb.shape[1], image_height=rgb.shape[0])
-                    if face is not None:
+                    if faces:
+                        face = faces[0]
                         row.update(x=face.x, y=face.y, width=face.width, height=face.height, score=f"{face.score:.4f}")
                         target = cache.crop_file(s.path)
-                        Image.fromarray(crop_face(rgb, face, cache.rule)).save(target)
+                        Image.fromarray(crop_main_face(rgb, faces, cache.rule)).save(target)
                         row["file"] = target.relative_to(cache.root).as_posix()
                 index[s.path] = row
                 if n % 500 == 499:

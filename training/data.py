@@ -21,9 +21,10 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ekyc.imagefiles import IMAGE_SUFFIXES
+
 LIVE, SPOOF = 0, 1
 LABELS = {"live": LIVE, "spoof": SPOOF}
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 MANIFEST_COLUMNS = ("path", "label", "attack", "subject", "source", "kind")
 
 
@@ -156,6 +157,13 @@ def load_manifest(data_dir: Path | str, manifest: str = "manifest.csv") -> list[
     if not samples:
         raise DataError(f"{manifest_path} lists no samples")
     return samples
+
+
+
+def nuaa_live_frames(data_dir: Path | str) -> list[Sample]:
+    """The shared data's NUAA live webcam frames (640x480 JPEGs as captured; ``meta`` holds
+    glasses/pos/session), in manifest order: the real selfies the benchmarks measure."""
+    return [s for s in load_manifest(data_dir) if s.source == "nuaa" and s.label == LIVE]
 
 
 def load_folder(

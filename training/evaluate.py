@@ -1,6 +1,6 @@
 """Evaluate an ONNX liveness model on a split's cached crops, scored by the shipped runtime.
 
-Scores come from ``ekyc.server.model.LivenessModel`` (ONNX Runtime), never from PyTorch.
+Scores come from ``ekyc.models.liveness.LivenessModel`` (ONNX Runtime), never from PyTorch.
 Only faces the detector found are scored: the server answers ``NO_FACE`` before the model
 runs for the others, which are counted, not scored.
 
@@ -265,7 +265,8 @@ def evaluate(
     fallback: bool = False,
 ) -> dict:
     """Score ``samples`` (their cached, detected-face crops) with the ONNX model; the full report."""
-    from ekyc.server.model import LivenessModel, sha256_file
+    from ekyc.model_store import sha256_file
+    from ekyc.models.liveness import LivenessModel
 
     model = LivenessModel(Path(model_path), intra_op_threads=2)
     if model.crop_rule != cache.rule:
@@ -290,7 +291,7 @@ def evaluate(
         "version": model.version,
         "onnx_sha256": sha256_file(Path(model_path)),
         "split": split_name,
-        "scored_by": "ekyc.server.model.LivenessModel (onnxruntime)",
+        "scored_by": "ekyc.models.liveness.LivenessModel (onnxruntime)",
         "decision": "spoof iff score >= threshold; UNCERTAIN iff lo <= score < hi of a review band",
         "default_profile": default,
         "threshold": t_default,

@@ -9,7 +9,7 @@ The metadata (``<model>.json``) is the server's contract: ``version``, ``crop``
 (``CropRule.to_dict()``), ``threshold`` (= the default profile's), ``profiles``
 (``strict``/``balanced``/``lenient``: threshold, target, val_apcer, val_bpcer, review_band)
 and ``default_profile``; plus the ONNX file's ``onnx.sha256`` (``publish`` and
-``ekyc.server.model_store`` verify downloads against it), the input spec, licences, a parity
+``ekyc.model_store`` verify downloads against it), the input spec, licences, a parity
 probe and the training/validation record.
 """
 
@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ekyc.server.model import sha256_file
+from ekyc.model_store import sha256_file
+from ekyc.models.liveness import INPUT_NAME, OUTPUT_NAME
+from ekyc.ort_session import cpu_session
 from ekyc.training.model import SpoofProbability
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "spoof_probability"
 OPSET = 17
 # fp32 MobileNetV2 is 9 MB, EfficientNet-B0 16 MB: every supported backbone must fit.
 MAX_MODEL_BYTES = 20 * 1024 * 1024
@@ -89,11 +88,7 @@ def export_onnx(net: torch.nn.Module, path: Path | str, size: int = 128) -> Path
 
 def onnx_scores(onnx_path: Path | str, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Spoof probabilities straight from an ONNX file (no metadata needed)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path, intra_op_threads=2)
     out = []
     for start in range(0, len(crops), batch_size):
         batch = np.asarray(crops[start : start + batch_size], dtype=np.float32)
@@ -191,14 +186,7 @@ def latency_ms(onnx_path: Path | str, size: int, threads: int = 1, n: int = 200,
     """Per-crop latency of one-crop calls on ``threads`` ONNX Runtime threads (the server's setting)."""
     import time
 
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_path, intra_op_threads=threads)
     crop = probe_batch(size, 1).astype(np.float32)
     for _ in range(warmup):
         session.run([OUTPUT_NAME], {INPUT_NAME: crop})

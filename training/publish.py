@@ -11,7 +11,7 @@ writes, under ``<prefix>/<version>/`` (``version`` from the model's metadata):
 Each object also carries its SHA-256 as S3 user metadata (``x-amz-meta-sha256``). A version
 is immutable: publishing different bytes under an existing version is refused (bump the
 version); publishing the same bytes again is a no-op. The server (``ekyc-server --model
-s3://bucket/<prefix>/<version>/<name>.onnx``, ``ekyc.server.model_store.resolve_model``)
+s3://bucket/<prefix>/<version>/<name>.onnx``, ``ekyc.model_store.resolve_model``)
 downloads the pair once and verifies the hash.
 """
 
@@ -22,7 +22,7 @@ import mimetypes
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ekyc.server.model_store import parse_s3_uri, s3_client, sha256_file
+from ekyc.model_store import parse_s3_uri, s3_client, sha256_file
 
 
 class PublishError(Exception):

@@ -1,8 +1,11 @@
-"""The liveness model: an ONNX Runtime session plus the metadata file that describes it."""
+"""The liveness model: an ONNX Runtime session plus the metadata file that describes it.
+
+Shared by the server (scoring requests) and training (evaluating and calibrating an exported
+model), so that both score through the same code.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -10,16 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ekyc.quality.errors import EkycError
+from ekyc.errors import EkycError, ModelLoadError
+from ekyc.ort_session import cpu_session
 from ekyc.quality.faces import CropRule
-from ekyc.quality.ort_session import cpu_session
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "spoof_probability"
-
-
-class ModelLoadError(Exception):
-    """The model or its metadata is missing, unreadable or of the wrong shape."""
 
 
 class UnknownProfileError(EkycError):
@@ -91,14 +90,6 @@ class ModelMetadata:
 
 def metadata_path(model_path: Path) -> Path:
     return Path(model_path).with_suffix(".json")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LivenessModel:

@@ -1,4 +1,6 @@
-"""Where the liveness model comes from: a local path, or an S3 object downloaded once and verified.
+"""Where a model comes from: a local path, or an S3 object downloaded once and verified; SHA-256s.
+
+Shared by the server (loading) and training (export, publish); boto3 is imported only when S3 is used.
 
 ``resolve_model("s3://bucket/models/liveness/<version>/liveness.onnx")`` downloads the ONNX
 file and its metadata (the same key with ``.json``) into a local cache, checks the ONNX
@@ -19,14 +21,24 @@ is left in the cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from ekyc.server.model import ModelLoadError, sha256_file
+from ekyc.errors import ModelLoadError
 
 DEFAULT_CACHE = Path("~/.cache/ekyc/models")
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

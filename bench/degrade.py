@@ -1,4 +1,5 @@
-"""Controlled degradations of real photos: the quality benchmark's test cases.
+"""Controlled degradations of real photos: the quality accuracy benchmark's cases (bench/quality_accuracy.py),
+also used by the quality gate's tests.
 
 Each function takes an RGB uint8 image (and, where the degradation is about the face, the
 face box or its landmarks from the clean image) and returns a new RGB uint8 image.

@@ -5,8 +5,8 @@ reasons) and the share of clean originals it wrongly flags with that reason, at 
 configured thresholds. Also: face-detection recall on the hand-annotated faces, and head-pose
 sign checks on mirrored and rotated photos.
 
-    python -m ekyc.quality.benchmark                  # EKYC_DATA_DIR or ../shared/data
-    python -m ekyc.quality.benchmark --nuaa 0 --json  # every NUAA live frame, JSON out
+    python bench/quality_accuracy.py                  # EKYC_DATA_DIR or ../shared/data
+    python bench/quality_accuracy.py --nuaa 0 --json  # every NUAA live frame, JSON out
 
 The clean set is the single-person photos of faces/photos (exact duplicates removed) and NUAA
 live webcam frames (some show other people in the background: the NO_FACE cases skip the
@@ -17,7 +17,6 @@ a face (and, for sunglasses, landmarks); a clean image it rejects counts only as
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -32,8 +31,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ekyc.quality import degrade
+import degrade  # bench/degrade.py, beside this file
+from ekyc.paths import PROJECT_ROOT
 from ekyc.quality.gate import QualityGate, QualityReason, QualityResult
+from ekyc.training.data import nuaa_live_frames
 
 # Photos of faces/photos with more than one person in them: not clean single-face selfies.
 GROUP_PHOTOS = frozenset({"two_people.jpg", "obama_and_biden.jpg", "kit_with_rose.jpg"})
@@ -54,13 +55,13 @@ class Sample:
     name: str
     rgb: np.ndarray
     source: str
-    note: str = ""
+    clear_glasses: bool = False
 
 
 def default_data_dir() -> Path | None:
     if os.environ.get("EKYC_DATA_DIR"):
         return Path(os.environ["EKYC_DATA_DIR"])
-    guess = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    guess = PROJECT_ROOT.parent / "shared" / "data"
     return guess if guess.is_dir() else None
 
 
@@ -86,23 +87,18 @@ def clean_samples(
             seen.add(digest)
             samples.append(Sample(str(path.relative_to(data_dir)), _load(path, gate), "photos"))
     # Frames labelled closed-eyed are not clean: closed_eye_samples measures them.
-    rows = [r for r in nuaa_live_rows(data_dir) if Path(r["path"]).name not in CLOSED_EYE_FRAMES] if frames else []
+    rows = [s for s in nuaa_live_frames(data_dir) if Path(s.path).name not in CLOSED_EYE_FRAMES] if frames else []
     if nuaa_count:
         rows = random.Random(seed).sample(rows, min(nuaa_count, len(rows)))
     for row in rows:
-        samples.append(Sample(row["path"], _load(data_dir / row["path"], gate), "nuaa", row.get("note", "")))
+        samples.append(Sample(row.path, _load(data_dir / row.path, gate), "nuaa", row.meta.get("glasses") == "01"))
     return samples
 
 
-def nuaa_live_rows(data_dir: Path) -> list[dict]:
-    with open(data_dir / "manifest.csv", newline="") as handle:
-        return [r for r in csv.DictReader(handle) if r["source"] == "nuaa" and r["label"] == "live"]
-
-
 def closed_eye_samples(data_dir: Path, gate: QualityGate) -> list[Sample]:
-    rows = {Path(r["path"]).name: r for r in nuaa_live_rows(data_dir)}
+    rows = {Path(s.path).name: s for s in nuaa_live_frames(data_dir)}
     return [
-        Sample(rows[name]["path"], _load(data_dir / rows[name]["path"], gate), "nuaa-closed")
+        Sample(rows[name].path, _load(data_dir / rows[name].path, gate), "nuaa-closed")
         for name in CLOSED_EYE_FRAMES
         if name in rows
     ]
@@ -292,7 +288,7 @@ def _round(value: float) -> float | None:
 
 def _group(sample: Sample) -> str:
     if sample.source == "nuaa":
-        return "nuaa, clear glasses" if "glasses=01" in sample.note else "nuaa, no glasses"
+        return "nuaa, clear glasses" if sample.clear_glasses else "nuaa, no glasses"
     return sample.source
 
 
@@ -493,7 +489,7 @@ def _pct(value: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ekyc.quality.benchmark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python bench/quality_accuracy.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=default_data_dir(), help="shared data folder (EKYC_DATA_DIR)")
     parser.add_argument("--nuaa", type=int, default=300, help="NUAA live frames drawn at random (0: all 1016)")
     parser.add_argument("--config", type=Path, help="thresholds file (TOML), as for ekyc-server --config")
@@ -505,10 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is None or not (args.data / "manifest.csv").is_file():
         print("benchmark: no shared data: pass --data or set EKYC_DATA_DIR", file=sys.stderr)
         return 1
-    from ekyc.server.config import load_config
+    from ekyc.quality.options import load_gate_options
 
-    config = load_config(args.config, environ={})
-    with QualityGate(config.quality) as gate:
+    with QualityGate(load_gate_options(args.config, environ={})) as gate:
         samples = clean_samples(args.data, gate, args.nuaa or None, seed=args.seed)
         cases = [] if args.clean_only else None
         report = run(gate, samples, cases, seed=args.seed, keep_scores=bool(args.scores),
