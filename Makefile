@@ -51,3 +51,4 @@ clean:
 
 bench: setup-test
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/http_bench.py

@@ -422,6 +422,8 @@ class HttpServicerContext(grpc.ServicerContext):
     in gRPC's ``ipv4:HOST:PORT`` form, so rate limits identify a client the same way.
     """
 
+    transport = "http"  # the servicer puts it in the call's log line
+
     def __init__(self, metadata: tuple[tuple[str, str], ...], peer: str, deadline: float | None = None):
         self._metadata = metadata
         self._peer = peer

@@ -1,13 +1,10 @@
-"""Helpers for the HTTP gateway's tests: a gateway over a test server, requests to it."""
+"""Helpers for the HTTP gateway's tests: an ekyc-server (in-process) with HTTP on a free port."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ekyc.server.gateway import Gateway, grpc_health_check, http_bindings
-from ekyc.server.http_server import HttpServer
-from ekyc.server.openapi import openapi_document
-from ekyc.server.security import ApiKeys
+from conftest import free_port, start_server
 from ekyc.v1 import liveness_pb2
 
 SERVICE = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
@@ -15,26 +12,38 @@ SERVICE = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
 
 @dataclass
 class HttpEndpoint:
-    http: HttpServer
-    gateway: Gateway
+    """A loaded LivenessServer serving gRPC and HTTP on loopback ports."""
+
+    server: object
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http.port}"
+        return f"http://127.0.0.1:{self.server.http_port}"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def gateway(self):
+        return self.server.gateway
 
     def stop(self) -> None:
-        self.http.stop(0)
+        self.server.stop(0)
 
 
-def start_gateway(server) -> HttpEndpoint:
-    """The HTTP gateway over ``server`` (conftest.start_server) on a free loopback port."""
-    config = server.config
-    keys = ApiKeys.load(config.security.api_keys_file, config.security.api_keys_env)
-    gateway = Gateway(
-        server.servicer, SERVICE, is_serving=grpc_health_check(server.health), api_keys=keys,
-        max_message_bytes=config.server.max_message_bytes,
-        openapi=openapi_document(SERVICE, http_bindings(SERVICE), version="test"),
-    )
-    http = HttpServer(gateway.app(), "127.0.0.1", 0)
-    http.start()
-    return HttpEndpoint(http, gateway)
+def start_http(load: bool = True, **overrides) -> HttpEndpoint:
+    """start_server(...) with HTTP on a free port (``load=False``: bound, models not loaded)."""
+    overrides.setdefault("server__http_port", free_port())
+    if load:
+        server, _ = start_server(**overrides)
+    else:
+        from ekyc.server.app import create_server
+        from ekyc.server.config import load_config
+
+        sections: dict = {"server": {"host": "127.0.0.1", "port": 0}}
+        for dotted, value in overrides.items():
+            section, key = dotted.split("__")
+            sections.setdefault(section, {})[key] = value
+        server, _ = create_server(load_config(None, sections))
+    return HttpEndpoint(server)

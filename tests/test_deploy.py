@@ -271,8 +271,9 @@ def run_image(venv: Path, samples: Path, scratch: Path) -> None:
     """ENTRYPOINT + CMD with the image's environment (and an API key, as the task sets one),
     the HEALTHCHECK command before and after SERVING, compose's one-shot verify, SIGTERM."""
     env = image_environment(venv, samples, scratch)
-    port = free_port()
-    env.update(EKYC_SERVER_PORT=str(port), EKYC_SERVER_HOST="127.0.0.1", EKYC_API_KEYS="deploy-test-key")
+    port, http_port = free_port(), free_port()
+    env.update(EKYC_SERVER_PORT=str(port), EKYC_SERVER_HTTP_PORT=str(http_port), EKYC_SERVER_HOST="127.0.0.1",
+               EKYC_API_KEYS="deploy-test-key")
     entrypoint = json.loads(last("ENTRYPOINT").text) + json.loads(last("CMD").text)
     executable = shutil.which(entrypoint[0], path=env["PATH"])
     assert executable and Path(executable).parent == venv / "bin", executable
@@ -313,6 +314,18 @@ def run_image(venv: Path, samples: Path, scratch: Path) -> None:
         assert answered.returncode in (0, 2, 3), answered.stderr  # live, spoof or quality: an answer
         refused = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+
+        # The HTTP port (EXPOSEd beside gRPC's): the ALB's health check, the demo page, the API.
+        import requests
+
+        base = f"http://127.0.0.1:{http_port}"
+        assert requests.get(f"{base}/healthz", timeout=30).json() == {"status": "SERVING"}
+        page = requests.get(f"{base}/", timeout=30)
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        answer = requests.post(f"{base}/v1/liveness:verify", data=Path(sample_path(samples)).read_bytes(),
+                               headers={"Content-Type": "image/jpeg", "Authorization": "Bearer deploy-test-key"},
+                               timeout=60)
+        assert answer.status_code == 200 and answer.json()["modelVersion"] == model_version
 
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)

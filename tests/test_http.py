@@ -20,20 +20,27 @@ import requests
 from google.protobuf import json_format
 from PIL import Image
 
-from conftest import DATA_DIR, encode, manifest_rows, packaged_face_path, start_server
+from conftest import DATA_DIR, encode, manifest_rows, packaged_face_path
 from ekyc.client import LivenessClient, LivenessError
 from ekyc.server.gateway import HTTP_STATUS, SECURITY_HEADERS, http_bindings, to_json_dict
 from ekyc.v1 import liveness_pb2 as pb
-from httpkit import SERVICE, start_gateway
+from httpkit import SERVICE, start_http
 
 JSON_ERROR_KEYS = {"code", "message"}
 
 
 @pytest.fixture(scope="module")
-def http(server):
-    endpoint = start_gateway(server)
+def http():
+    """ekyc-server (in-process) serving gRPC and HTTP, loaded."""
+    endpoint = start_http()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture(scope="module")
+def target(http) -> str:
+    """The same server's gRPC address."""
+    return http.target
 
 
 @pytest.fixture(scope="module")
@@ -280,11 +287,9 @@ def test_every_response_carries_the_security_headers(base):
 @pytest.fixture(scope="module")
 def small_limit():
     """A server taking at most 300 kB per request."""
-    server, _ = start_server(server__max_message_bytes=300_000)
-    endpoint = start_gateway(server)
+    endpoint = start_http(server__max_message_bytes=300_000)
     yield endpoint
     endpoint.stop()
-    server.stop(0)
 
 
 def _raw_request(port: int, head: bytes, body: bytes = b"", wait: float = 10.0) -> bytes:
@@ -304,7 +309,7 @@ def test_a_declared_oversize_body_is_refused_before_it_is_sent(small_limit):
     head = (b"POST /v1/liveness:verify HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
             b"Content-Length: 50000000\r\n\r\n")
     started = time.monotonic()
-    answer = _raw_request(small_limit.http.port, head)
+    answer = _raw_request(small_limit.server.http_port, head)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert time.monotonic() - started < 5
 
@@ -343,12 +348,10 @@ def guarded(tmp_path_factory):
     """API keys on and a rate limit of 3 requests (then 1 a minute) per client."""
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text("key-main\nkey-limited\n")
-    server, port = start_server(security__api_keys_file=str(keys), limits__rate_limit_per_minute=1.0,
-                                limits__rate_limit_burst=3)
-    endpoint = start_gateway(server)
-    yield endpoint, f"127.0.0.1:{port}"
+    endpoint = start_http(security__api_keys_file=str(keys), limits__rate_limit_per_minute=1.0,
+                          limits__rate_limit_burst=3)
+    yield endpoint, endpoint.target
     endpoint.stop()
-    server.stop(0)
 
 
 def test_api_keys_guard_the_api_not_the_page_or_health(guarded, face_jpeg):
@@ -387,11 +390,8 @@ def test_rate_limit_is_shared_with_grpc(guarded, face_jpeg):
 
 
 def test_healthz_follows_grpc_health_and_the_api_is_503_until_loaded(face_jpeg):
-    from ekyc.server.app import create_server
-    from ekyc.server.config import load_config
-
-    server, _ = create_server(load_config(None, {"server": {"host": "127.0.0.1", "port": 0}}))
-    endpoint = start_gateway(server)
+    endpoint = start_http(load=False)
+    server = endpoint.server
     try:
         loading = requests.get(f"{endpoint.base}/healthz", timeout=30)
         assert loading.status_code == 503 and loading.json() == {"status": "NOT_SERVING"}
@@ -405,7 +405,6 @@ def test_healthz_follows_grpc_health_and_the_api_is_503_until_loaded(face_jpeg):
         assert requests.get(f"{endpoint.base}/healthz", timeout=30).status_code == 503
     finally:
         endpoint.stop()
-        server.stop(0)
 
 
 # ------------------------------------------------------------------------------ stream

@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import DATA_DIR, manifest_rows, packaged_face_path
 from ekyc.client import LivenessClient
-from httpkit import start_gateway
+from httpkit import start_http
 
 CHROMIUM = os.environ.get("EKYC_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,10 +76,16 @@ def good_frame(target) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def http(server):
-    endpoint = start_gateway(server)
+def http():
+    """ekyc-server (in-process) serving gRPC and HTTP: the page and the API it calls."""
+    endpoint = start_http()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture(scope="module")
+def target(http) -> str:
+    return http.target
 
 
 @pytest.fixture(scope="module")
