@@ -12,6 +12,7 @@ import io
 import json
 import socket
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -435,6 +436,59 @@ def test_a_line_that_is_not_json_ends_the_stream_with_an_error_line(base, face_j
     assert lines[0]["requestId"] == "a" and "result" in lines[0]
     assert lines[-1]["code"] == "INVALID_ARGUMENT" and "line 2" in lines[-1]["message"]
     assert len(lines) == 2
+
+
+# ------------------------------------------------------------------------------ the documented examples
+
+
+def _curl_examples(path: Path) -> list[str]:
+    """The shell commands of ``path``'s sh blocks that call the API on localhost:8080."""
+    commands, block, current = [], False, ""
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            block = line.strip() == "```sh"
+            continue
+        if not block:
+            continue
+        stripped = line.rstrip()
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += line
+        if stripped.endswith("|"):  # a pipeline goes on on the next line
+            current += " "
+            continue
+        if "localhost:8080" in current:
+            commands.append(current)
+        current = ""
+    return commands
+
+
+def test_the_curl_examples_of_the_readme_and_docs_work(http, tmp_path, face_jpeg):
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("curl is missing (Debian: apt-get install curl)")
+    (tmp_path / "selfie.jpg").write_bytes(face_jpeg)
+    (tmp_path / "photos").mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / "photos" / name).write_bytes(face_jpeg)
+    commands = _curl_examples(ROOT / "README.md") + _curl_examples(ROOT / "docs" / "http.md")
+    assert len(commands) >= 8, commands
+    port = str(http.server.http_port)
+    for command in commands:
+        command = command.replace("localhost:8080", f"127.0.0.1:{port}").split("  #")[0]
+        result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, (command, result.stderr)
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        assert lines, command
+        for answer in lines:
+            assert not ({"code", "message"} == set(answer)), (command, answer)
 
 
 # ------------------------------------------------------------------------------ OpenAPI
