@@ -450,6 +450,7 @@ def _curl_examples(path: Path) -> list[str]:
             continue
         if not block:
             continue
+        line = line.split("  #")[0]  # a trailing comment
         stripped = line.rstrip()
         if stripped.endswith("\\"):
             current += stripped[:-1] + " "
@@ -481,7 +482,7 @@ def test_the_curl_examples_of_the_readme_and_docs_work(http, tmp_path, face_jpeg
     assert len(commands) >= 8, commands
     port = str(http.server.http_port)
     for command in commands:
-        command = command.replace("localhost:8080", f"127.0.0.1:{port}").split("  #")[0]
+        command = command.replace("localhost:8080", f"127.0.0.1:{port}")
         result = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0, (command, result.stderr)
