@@ -152,6 +152,10 @@ def test_good_video_clears_the_guidance_and_enables_capture(good):
     assert page.locator("#guidance-more li").count() == 0
     assert page.locator("#capture").is_enabled()
     assert page.locator("#stage").is_visible()
+    # The face box is drawn over the video, in the 'passed' colour (#2fd36b).
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#overlay").screenshot())).convert("RGB")).astype(int)
+    green = (np.abs(shot - np.array([47, 211, 107])).sum(axis=2) < 60).sum()
+    assert green > 100, f"{green} box pixels"
 
 
 def test_a_keyboard_capture_gives_the_grpc_decision_for_the_same_frame(good, target):
