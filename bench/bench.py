@@ -385,7 +385,8 @@ def run(args) -> dict:
         "data": "EKYC_DATA_DIR" if os.environ.get("EKYC_DATA_DIR") else "packaged portrait",
         "sizes": {},
     }
-    server_args = ["--port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
+    # gRPC only: http_bench.py measures the HTTP path.
+    server_args = ["--port", "0", "--http-port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
     for name in args.sizes:
         images = load_images(args.images, SIZES[name])
         with LivenessPipeline(config) as pipeline:

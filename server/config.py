@@ -35,6 +35,7 @@ def available_cpus() -> int:
 class ServerSettings:
     host: str
     port: int
+    http_port: int
     max_concurrent_rpcs: int
     max_message_bytes: int
     shutdown_drain_s: float
@@ -123,6 +124,7 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
         server = ServerSettings(
             host=str(data["server"]["host"]),
             port=int(data["server"]["port"]),
+            http_port=int(data["server"]["http_port"]),
             max_concurrent_rpcs=int(data["server"]["max_concurrent_rpcs"]),
             max_message_bytes=int(data["server"]["max_message_bytes"]),
             shutdown_drain_s=float(data["server"]["shutdown_drain_s"]),
@@ -179,6 +181,8 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
 def _validate(server, compute, model, limits, security) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
+        (0 <= server.http_port <= 65535, f"server.http_port must be 0..65535 (0 = no HTTP), got {server.http_port}"),
+        (not server.http_port or server.http_port != server.port, "server.http_port must differ from server.port"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
         (server.workers >= 1, "server.workers must be at least 1"),
         (server.metrics in ("", "emf"), "server.metrics must be \"\" (off) or \"emf\""),

@@ -43,6 +43,7 @@ class CallContext:
     client: str = ""  # the rate limiter's key for the caller (API key digest, IP); "" when limits are off
     deadline: float | None = None  # a time.monotonic() instant; None: the caller set none
     cancelled: threading.Event = field(default_factory=threading.Event)  # set by the adapter when the caller goes away
+    transport: str = "grpc"  # how the call came: "grpc" or "http"; in the log line
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class LivenessService:
             result = self.compute.run(pipeline.check_quality, request.image, deadline=call.deadline)
             return result, _observe_quality(result)
 
-        return self._unary("CheckQuality", request.request_id, work)
+        return self._unary("CheckQuality", request.request_id, call, work)
 
     def verify(self, request: VerifyInput, call: CallContext) -> Verdict:
         """Quality gate (unless disabled) and liveness decision at the request's profile; with
@@ -199,7 +200,7 @@ class LivenessService:
             verdict = self.compute.run(_verify_work(pipeline, request), deadline=call.deadline)
             return verdict, _observe_verdict(verdict)
 
-        return self._unary("Verify", request.request_id, work)
+        return self._unary("Verify", request.request_id, call, work)
 
     def compare_faces(self, request: CompareInput, call: CallContext) -> Comparison:
         """Whether the faces of two images are one person (no liveness, no selfie gate)."""
@@ -213,16 +214,19 @@ class LivenessService:
                                           deadline=call.deadline)
             return comparison, _observe_comparison(comparison)
 
-        return self._unary("CompareFaces", request.request_id, work)
+        return self._unary("CompareFaces", request.request_id, call, work)
 
-    def reject(self, method: str, error: BaseException, request_id: str = "") -> CallFailed:
+    def reject(self, method: str, error: BaseException, request_id: str = "",
+               call: CallContext | None = None) -> CallFailed:
         """Log and count a call the adapter could not turn into an input (a malformed message,
         or a failure of its own); returns the CallFailed to send."""
-        return self._failed(method, time.perf_counter(), {"request_id": request_id[:MAX_REQUEST_ID_LENGTH]}, error)
+        fields = {"transport": (call or CallContext()).transport, "request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
+        return self._failed(method, time.perf_counter(), fields, error)
 
-    def _unary(self, method: str, request_id: str, work: Callable[[], tuple[T, _Observation]]) -> T:
+    def _unary(self, method: str, request_id: str, call: CallContext,
+               work: Callable[[], tuple[T, _Observation]]) -> T:
         started = time.perf_counter()
-        fields = {"request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
+        fields = {"transport": call.transport, "request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
         try:
             result, seen = work()
         except Exception as error:  # noqa: BLE001 - every error becomes a status
@@ -252,7 +256,7 @@ class LivenessService:
         try:
             pipeline = self._ready()
         except ServiceNotReadyError as error:
-            raise self._failed(method, started, {}, error) from None
+            raise self._failed(method, started, {"transport": call.transport}, error) from None
         counts: dict[str, int] = {}
         window = OrderedWindow(self.compute, self.stream_window, stop=call.cancelled, deadline=call.deadline,
                                max_items=self.max_stream_items)
@@ -272,7 +276,8 @@ class LivenessService:
             raise CallFailed(final_code, message) from None
         finally:
             outcomes.close()
-            _log_call(method, started, final_code, {"items": counts, "model_version": pipeline.model_version})
+            _log_call(method, started, final_code, {"transport": call.transport, "items": counts,
+                                                    "model_version": pipeline.model_version})
 
     def _prepare_item(self, pipeline: LivenessPipeline, client: str, request: VerifyInput | EkycError):
         """In the stream's reader thread: validate an item, return its work."""

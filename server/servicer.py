@@ -83,12 +83,14 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         except CallFailed as failure:
             failed = failure
         except Exception as error:  # noqa: BLE001 - a malformed message, or a bug in unpacking or packing
-            failed = self.service.reject(method, error, request.request_id)
+            failed = self.service.reject(method, error, request.request_id, call)
         _abort(context, failed)
 
     def _call_context(self, context: grpc.ServicerContext) -> CallContext:
         client = client_identity(context) if self.service.identifies_clients else ""
-        return CallContext(client=client, deadline=_deadline(context))
+        # The HTTP gateway calls these methods too, with a context that names its transport.
+        transport = getattr(context, "transport", "grpc")
+        return CallContext(client=client, deadline=_deadline(context), transport=transport)
 
 
 def _tolerant(message_type):

@@ -82,6 +82,8 @@ class LivenessServiceServicer:
     def VerifyStream(self, request_iterator, context):
         """Batch path: one response per request, in request order, each carrying
         the request's request_id. A bad item fails alone, never the stream.
+        Over HTTP: newline-delimited JSON both ways (one VerifyStreamRequest per
+        request line, one VerifyStreamResponse per response line).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
