@@ -1,6 +1,7 @@
-"""Face matching through the real server and CLI: Verify with a reference image, CompareFaces,
-the reference's typed failures, match profiles, a stream of items with references, the
-[matcher] configuration and ekyc-client's verify --reference / compare."""
+"""Face matching through the real server, over gRPC and HTTP/JSON, and the CLI: Verify with a
+reference image, CompareFaces, the reference's typed failures, match profiles, a stream of
+items with references, the [matcher] configuration and ekyc-client's verify --reference /
+compare."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import base64
+
 import cv2
 import grpc
 import numpy as np
 import pytest
+import requests
 
 import degrade
 from conftest import DATA_DIR, darken, encode, needs_data, packaged_face_path, start_server
@@ -290,6 +294,89 @@ def test_real_pairs_through_the_server_match_as_measured(client, gate):
     assert sum(o[1] == pb.MATCH_DECISION_MATCH for o in outcomes["genuine"]) >= len(genuine) - 2
     assert all(o[1] != pb.MATCH_DECISION_MATCH for o in outcomes["impostor"]), outcomes["impostor"]
     assert min(o[2] for o in outcomes["genuine"]) > max(o[2] for o in outcomes["impostor"])
+
+
+# --- HTTP/JSON ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def http():
+    from httpkit import start_http
+
+    endpoint = start_http()
+    yield endpoint
+    endpoint.stop()
+
+
+def test_http_routes_carry_the_reference_and_compare_faces(http, selfie, card):
+    """POST /v1/faces:compare and a reference on /v1/liveness:verify, as JSON (base64) and as
+    multipart files: the same FaceMatch as over gRPC, by its JSON names."""
+    with LivenessClient(http.target) as client:
+        grpc_match = client.compare_faces(selfie, card).match
+    encoded = {"image": base64.b64encode(selfie).decode(), "referenceImage": base64.b64encode(card).decode()}
+    compared = requests.post(f"{http.base}/v1/faces:compare", json={**encoded, "requestId": "c1"}, timeout=60)
+    assert compared.status_code == 200, compared.text
+    body = compared.json()
+    assert body["requestId"] == "c1" and body["quality"]["passed"] is True
+    match = body["match"]
+    assert match["status"] == "MATCH_STATUS_SUCCESS" and match["decision"] == "MATCH_DECISION_MATCH"
+    assert match["isMatch"] is True and match["profile"] == "strict"
+    assert match["similarity"] == pytest.approx(grpc_match.similarity, abs=1e-6)
+    assert match["referenceQuality"]["faceBox"]["width"] > 0
+    files = {"image": ("selfie.jpg", selfie, "image/jpeg"), "reference_image": ("id.jpg", card, "image/jpeg")}
+    verified = requests.post(f"{http.base}/v1/liveness:verify", files=files, data={"match_profile": "balanced"},
+                             timeout=60)
+    assert verified.status_code == 200, verified.text
+    verdict = verified.json()
+    assert verdict["status"] == "VERIFY_STATUS_SUCCESS" and verdict["match"]["profile"] == "balanced"
+    assert verdict["match"]["similarity"] == pytest.approx(grpc_match.similarity, abs=1e-6)
+    # Without a reference the reply has no match.
+    plain = requests.post(f"{http.base}/v1/liveness:verify", files={"image": ("s.jpg", selfie, "image/jpeg")}, timeout=60)
+    assert plain.status_code == 200 and "match" not in plain.json()
+
+
+def test_http_reference_failures_are_typed(http, selfie):
+    blank = encode(np.full((240, 320, 3), 128, np.uint8), "PNG")
+    files = {"image": ("s.jpg", selfie, "image/jpeg"), "reference_image": ("r.png", blank, "image/png")}
+    rejected = requests.post(f"{http.base}/v1/faces:compare", files=files, timeout=60)
+    assert rejected.status_code == 200
+    assert rejected.json()["match"]["status"] == "MATCH_STATUS_REFERENCE_REJECTED"
+    assert rejected.json()["match"]["referenceQuality"]["reasons"] == ["QUALITY_REASON_NO_FACE"]
+    bad = requests.post(f"{http.base}/v1/faces:compare",
+                        files={"image": ("s.jpg", selfie, "image/jpeg"), "reference_image": ("r.jpg", b"junk", "image/jpeg")},
+                        timeout=60)
+    assert bad.status_code == 400 and bad.json()["code"] == "INVALID_ARGUMENT"
+    assert bad.json()["message"].startswith("reference_image")
+    missing = requests.post(f"{http.base}/v1/faces:compare", files={"image": ("s.jpg", selfie, "image/jpeg")}, timeout=60)
+    assert missing.status_code == 400 and "reference_image is empty" in missing.json()["message"]
+    profile = requests.post(f"{http.base}/v1/faces:compare", files=files, data={"profile": "nonesuch"}, timeout=60)
+    assert profile.status_code == 400 and profile.json()["code"] == "INVALID_ARGUMENT"
+
+
+def test_http_stream_items_carry_references(http, selfie, card):
+    lines = [
+        {"request": {"image": base64.b64encode(selfie).decode(), "referenceImage": base64.b64encode(card).decode(),
+                     "requestId": "a"}},
+        {"request": {"image": base64.b64encode(selfie).decode(), "referenceImage": base64.b64encode(b"junk").decode(),
+                     "requestId": "b"}},
+        {"request": {"image": base64.b64encode(selfie).decode(), "requestId": "c"}},
+    ]
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    response = requests.post(f"{http.base}/v1/liveness:verifyStream", data=body.encode(),
+                             headers={"content-type": "application/x-ndjson"}, timeout=60)
+    assert response.status_code == 200, response.text
+    answers = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    assert [a["requestId"] for a in answers] == ["a", "b", "c"]
+    assert answers[0]["result"]["match"]["decision"] == "MATCH_DECISION_MATCH"
+    assert answers[1]["error"]["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "match" not in answers[2]["result"]
+
+
+def test_the_openapi_document_lists_compare_faces(http):
+    document = requests.get(f"{http.base}/openapi.json", timeout=30)
+    if document.status_code == 404:
+        pytest.skip("no OpenAPI document served")
+    paths = document.json()["paths"]
+    assert "/v1/faces:compare" in paths
 
 
 # --- the CLI ---------------------------------------------------------------------------------------

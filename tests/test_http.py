@@ -475,6 +475,7 @@ def test_the_curl_examples_of_the_readme_and_docs_work(http, tmp_path, face_jpeg
     if curl is None:
         pytest.fail("curl is missing (Debian: apt-get install curl)")
     (tmp_path / "selfie.jpg").write_bytes(face_jpeg)
+    (tmp_path / "id.jpg").write_bytes(face_jpeg)  # a reference: the same face
     (tmp_path / "photos").mkdir()
     for name in ("a.jpg", "b.jpg"):
         (tmp_path / "photos" / name).write_bytes(face_jpeg)
