@@ -28,4 +28,11 @@ def test_bench_quick_reports_every_figure(tmp_path):
     ):
         assert isinstance(entry[key], (int, float)) and entry[key] == entry[key], key  # a number, not NaN
     assert set(entry["stages_ms"]) == {"decode", "detect", "landmarks", "quality", "crop", "model"}
+    reference = entry["reference"]
+    for key in ("embed_ms", "embed_two_in_one_call_ms", "reference_checks_ms", "pipeline_verify_p50_ms",
+                "pipeline_verify_with_reference_p50_ms", "reference_cost_p50_ms", "unary_verify_with_reference_p50_ms",
+                "unary_reference_cost_p50_ms"):
+        assert isinstance(reference[key], (int, float)) and reference[key] == reference[key], key
+    # Each selfie's reference is its own face as an ID card: the bench measures real matches.
+    assert reference["pairs"] >= 5 and reference["matched_share"] >= 0.5
     assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"] * entry["stream_runs"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,20 @@ LIVE, SPOOF, UNCERTAIN = "live", "spoof", "uncertain"
 @dataclass(frozen=True)
 class OperatingPoint:
     """A named threshold (spoof iff score >= threshold) with an optional review band:
-    scores in [low, high) are UNCERTAIN and go to a person."""
+    scores in [low, high) are UNCERTAIN and go to a person. Other models' profiles
+    (ekyc.models.face_match.MatchProfile) name the three outcomes their own way."""
 
     name: str
     threshold: float
     review_band: tuple[float, float] | None = None
+    AT_OR_ABOVE: ClassVar[str] = SPOOF
+    BELOW: ClassVar[str] = LIVE
+    IN_BAND: ClassVar[str] = UNCERTAIN
 
     def decide(self, score: float) -> str:
         if self.review_band is not None and self.review_band[0] <= score < self.review_band[1]:
-            return UNCERTAIN
-        return SPOOF if score >= self.threshold else LIVE
+            return self.IN_BAND
+        return self.AT_OR_ABOVE if score >= self.threshold else self.BELOW
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "OperatingPoint":
