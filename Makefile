@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test run test protos lint bench clean
+.PHONY: setup setup-test browser run test protos lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ setup-test: $(VENV)/.test-installed
 run: setup
 	$(BIN)/ekyc-server
 
-test: setup-test
+# The demo page's tests drive Debian's chromium (Playwright's browser download is unreachable).
+browser:
+	bash scripts/install_chromium.sh
+
+test: setup-test browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 protos: setup-test
@@ -47,3 +51,4 @@ clean:
 
 bench: setup-test
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/http_bench.py

@@ -1,4 +1,5 @@
-"""Throughput and latency of ekyc: the in-process pipeline (the limit) against the served paths.
+"""Throughput and latency of ekyc: the in-process pipeline (the limit) against the served paths;
+and what a reference image (face matching) adds to Verify.
 
     python bench/bench.py                 # full run (make bench): 3 runs, prints one JSON object
     python bench/bench.py --quick         # a few images, for the smoke test
@@ -139,7 +140,7 @@ def stage_breakdown(pipeline, images: list[bytes]) -> tuple[dict, dict]:
     which add up): decode, detect (the face search: detector, tiles, NMS), landmarks (the face
     mesh: crop, landmark and blendshape models, pose), quality (the measurements), crop, model,
     total; and inside them the ONNX Runtime calls of each model (``*_model``)."""
-    from ekyc.quality.faces import crop_face
+    from ekyc.quality.face_search import crop_main_face_inputs
 
     times: dict[str, list[float]] = {}
     cpu: dict[str, float] = {}
@@ -158,10 +159,10 @@ def stage_breakdown(pipeline, images: list[bytes]) -> tuple[dict, dict]:
             if result.face is None:
                 continue
             t1 = time.perf_counter()
-            crop = crop_face(rgb, result.face, pipeline.model.crop_rule)
+            crops = crop_main_face_inputs(rgb, result.faces, pipeline.model.inputs)
             t2 = time.perf_counter()
             c3 = time.thread_time()
-            pipeline.model.score(crop[None])
+            pipeline.model.score_inputs(crops)
             c4 = time.thread_time()
             stages.update(crop=(t2 - t1) * 1000.0, model=(time.perf_counter() - t2) * 1000.0)
             for name, value in stages.items():
@@ -183,6 +184,87 @@ def stage_breakdown(pipeline, images: list[bytes]) -> tuple[dict, dict]:
             counted += 1
     wall = {name: round(statistics.median(values), 3) for name, values in times.items()}
     return wall, {name: round(value / max(counted, 1), 3) for name, value in cpu.items()}
+
+
+def id_cards(pipeline, images: list[bytes]) -> list[bytes]:
+    """Each image's face rendered as an ID-card portrait (training/face_match_eval.py): the
+    references of Verify-with-reference, the same person as the selfie."""
+    import numpy as np
+
+    from ekyc.training.face_match_eval import render_id_portrait
+
+    rng = np.random.default_rng(0)
+    cards = []
+    for image in images:
+        rgb = pipeline.gate.decode(image)
+        _, landmarks = pipeline.gate.find_faces(rgb)
+        if landmarks is not None:
+            cards.append(render_id_portrait(rgb, landmarks.points, rng))
+    return cards
+
+
+def bench_reference(target: str, pipeline, pool, images: list[bytes], rounds: int) -> dict:
+    """What a reference image costs Verify: sequential calls without and with the image's own
+    ID-card portrait as the reference, in process and served, alternating so that both see
+    the same machine state; the cost is the median of the paired differences. The embedding
+    itself (one aligned face, one thread) and the reference's checks are timed apart."""
+    import numpy as np
+
+    from ekyc.client import LivenessClient
+    from ekyc.quality.alignment import align_face, five_points
+
+    cards = id_cards(pipeline, images[: min(len(images), 60)])
+    pairs = [(image, card) for image, card in zip(images, cards)]
+    local, local_ref, served, served_ref, assess, embed, embed_pair = [], [], [], [], [], [], []
+    matched = 0
+    with LivenessClient(target, timeout=60) as client:
+        for image, card in pairs[:3]:
+            client.verify(image, reference_image=card)
+        for _ in range(rounds):
+            for image, card in pairs:
+                t0 = time.perf_counter()
+                pool.run(pipeline.verify, image, True, wait=None)
+                t1 = time.perf_counter()
+                verdict = pool.run(pipeline.verify, image, True, "", card, wait=None)
+                t2 = time.perf_counter()
+                client.verify(image)
+                t3 = time.perf_counter()
+                client.verify(image, reference_image=card)
+                t4 = time.perf_counter()
+                local.append((t1 - t0) * 1000.0)
+                local_ref.append((t2 - t1) * 1000.0)
+                served.append((t3 - t2) * 1000.0)
+                served_ref.append((t4 - t3) * 1000.0)
+                matched += bool(verdict.match is not None and verdict.match.is_match)
+    for _, card in pairs:
+        rgb = pipeline.gate.decode(card)
+        t0 = time.perf_counter()
+        result = pipeline.gate.assess_reference(rgb)
+        assess.append((time.perf_counter() - t0) * 1000.0)
+        if result.landmarks is None:
+            continue
+        crop = align_face(rgb, five_points(result.landmarks.points))
+        for _ in range(5):
+            t0 = time.perf_counter()
+            pipeline.matcher.embed(crop)
+            embed.append((time.perf_counter() - t0) * 1000.0)
+        both = np.stack([crop, crop])
+        t0 = time.perf_counter()
+        pipeline.matcher.embed(both)
+        embed_pair.append((time.perf_counter() - t0) * 1000.0)
+    return {
+        "pairs": len(pairs),
+        "matched_share": round(matched / max(1, len(pairs) * rounds), 3),
+        "embed_ms": round(percentile(embed, 50), 2),
+        "embed_two_in_one_call_ms": round(percentile(embed_pair, 50), 2),
+        "reference_checks_ms": round(percentile(assess, 50), 2),
+        "pipeline_verify_p50_ms": round(percentile(local, 50), 2),
+        "pipeline_verify_with_reference_p50_ms": round(percentile(local_ref, 50), 2),
+        "reference_cost_p50_ms": round(statistics.median(b - a for a, b in zip(local, local_ref)), 2),
+        "unary_verify_p50_ms": round(percentile(served, 50), 2),
+        "unary_verify_with_reference_p50_ms": round(percentile(served_ref, 50), 2),
+        "unary_reference_cost_p50_ms": round(statistics.median(b - a for a, b in zip(served, served_ref)), 2),
+    }
 
 
 def bench_pipeline(pipeline, pool, images: list[bytes], concurrency: int) -> dict:
@@ -413,6 +495,8 @@ def run_size(args, config, name: str, images: list[bytes], server_args: list[str
             entry = {**summarise(blocks["pipeline"], blocks["unary"], blocks["stream"]),
                      "stages_ms": stages, "stages_cpu_ms": stages_cpu}
             entry.update(bench_overhead(target, pipeline, pool, images, server, 1 if args.quick else 3))
+            if pipeline.matcher is not None:
+                entry["reference"] = bench_reference(target, pipeline, pool, images, 1 if args.quick else 3)
             entry["cold_start_s"] = round(server.cold_start_s, 2)
             entry["server_rss_mb"] = round(server.rss_mb(), 1)
         finally:
@@ -511,7 +595,8 @@ def run(args) -> dict:
         "data": "EKYC_DATA_DIR" if os.environ.get("EKYC_DATA_DIR") else "packaged portrait",
         "sizes": {},
     }
-    server_args = ["--port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
+    # gRPC only: http_bench.py measures the HTTP path.
+    server_args = ["--port", "0", "--http-port", "0"] + (["--threads", str(args.threads)] if args.threads else [])
     images = {name: load_images(args.images, SIZES[name]) for name in args.sizes}
     runs: dict[str, list[dict]] = {name: [] for name in args.sizes}
     for index in range(args.runs):

@@ -1,9 +1,16 @@
-"""ekyc-client: verify selfies and check their quality against an ekyc-server.
+"""ekyc-client: verify selfies (and match them to an ID document), compare faces and check image quality against an ekyc-server.
 
-Exit codes: 0 every image live (check-quality: every image passed; health: SERVING),
-2 any spoof, 4 any uncertain (needs review) and no spoof, 3 any quality failure and
-nothing worse, 1 any error (unreadable file, server unreachable, RPC error, bad usage),
-130 interrupted. An error outranks the others.
+Exit codes, the worst outcome over all images deciding:
+  0  every image live and, with --reference, matching it (check-quality: every image passed;
+     compare: the faces match; health: SERVING)
+  1  any error: unreadable file, server unreachable, RPC error, bad usage
+  2  any spoof
+  5  any face that does not match its reference (NO_MATCH), and no spoof
+  4  any uncertain decision (liveness or match: send to review), and nothing above
+  3  any image that failed its quality checks (the selfie's gate, or a reference that cannot
+     be matched), and nothing above
+  130 interrupted
+A non-match is never "live": onboarding needs both (README: "Liveness and match").
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ EXIT_ERROR = EXIT_USAGE
 EXIT_SPOOF = 2
 EXIT_QUALITY = 3
 EXIT_UNCERTAIN = 4
+EXIT_NO_MATCH = 5
 EXIT_INTERRUPTED = 130
 CSV_COLUMNS = (
     "path", "status", "decision", "is_live", "liveness_score", "confidence", "threshold", "profile", "model_version",
-    "quality_passed", "reasons", "error_code", "error_message",
+    "quality_passed", "reasons", "reference", "match_status", "match_decision", "is_match", "similarity",
+    "match_threshold", "match_profile", "matcher_version", "reference_reasons", "error_code", "error_message",
 )
 
 # Codes that mean the server, not this image, is the problem: stop instead of failing every image.
@@ -71,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
              "balancer spreads the batch over its backends; results in the order they arrive (default 1)",
     )
     verify.add_argument("--profile", default="", help="operating point: strict, balanced or lenient (default: server's)")
+    verify.add_argument("--reference", metavar="IMG",
+                        help="the ID document's portrait (or an earlier selfie): also match each selfie's face to it")
+    verify.add_argument("--match-profile", default="",
+                        help="match operating point: strict or balanced (default: server's); needs --reference")
     _output_options(verify)
+    compare = commands.add_parser("compare", help="whether the faces of two images are one person (no liveness)")
+    compare.add_argument("image", metavar="IMG", help="the face to check (e.g. a new selfie)")
+    compare.add_argument("reference", metavar="REFERENCE", help="the face to check it against (ID portrait, earlier selfie)")
+    compare.add_argument("--profile", default="", help="match operating point: strict or balanced (default: server's)")
+    _output_options(compare)
     quality = commands.add_parser("check-quality", help="quality gate only, for each image")
     quality.add_argument("images", nargs="+", metavar="IMG_OR_DIR",
                          help="image files, folders (walked) or s3://BUCKET/PREFIX (listed; needs the s3 extra)")
@@ -127,6 +145,24 @@ def describe_verify(response: pb.VerifyResponse) -> str:
     )
 
 
+def describe_match(match: pb.FaceMatch) -> str:
+    if match.status == pb.MATCH_STATUS_REFERENCE_REJECTED:
+        return f"REFERENCE_REJECTED ({', '.join(reason_names(match.reference_quality))})"
+    if match.status == pb.MATCH_STATUS_PROBE_REJECTED:
+        return "NOT_COMPARED (the face to check cannot be matched)"
+    decision = pb.MatchDecision.Name(match.decision).removeprefix("MATCH_DECISION_")
+    if match.decision == pb.MATCH_DECISION_UNCERTAIN:
+        decision = "MATCH_UNCERTAIN (review)"
+    return (f"{decision} (similarity {match.similarity:.3f}, threshold {match.threshold:.3f},"
+            f" profile {match.profile or '-'}, matcher {match.model_version})")
+
+
+def describe_compare(response: pb.CompareFacesResponse) -> str:
+    if response.match.status == pb.MATCH_STATUS_PROBE_REJECTED:
+        return f"IMAGE_REJECTED ({', '.join(reason_names(response.quality))})"
+    return describe_match(response.match)
+
+
 def describe_quality(response: pb.CheckQualityResponse) -> str:
     report = response.quality
     scores = report.scores
@@ -137,14 +173,36 @@ def describe_quality(response: pb.CheckQualityResponse) -> str:
     )
 
 
+def match_outcome(match: pb.FaceMatch) -> str:
+    """match, no_match, uncertain, reference_rejected or quality_failed (the probe's)."""
+    if match.status == pb.MATCH_STATUS_REFERENCE_REJECTED:
+        return "reference_rejected"
+    if match.status != pb.MATCH_STATUS_SUCCESS:
+        return "quality_failed"
+    if match.decision == pb.MATCH_DECISION_UNCERTAIN:
+        return "uncertain"
+    return "match" if match.is_match else "no_match"
+
+
 def outcome_of(response) -> str:
-    """live, spoof, uncertain, quality_failed or passed."""
+    """One image's outcome: live, spoof, no_match, uncertain, quality_failed, reference_rejected,
+    match (compare) or passed (check-quality). With a reference, a selfie is "live" only when
+    its face matches too; the worst of liveness and match wins, as in exit_code."""
+    if isinstance(response, pb.CompareFacesResponse):
+        return match_outcome(response.match)
     if isinstance(response, pb.VerifyResponse):
         if response.status == pb.VERIFY_STATUS_QUALITY_FAILED:
             return "quality_failed"
-        if response.decision == pb.LIVENESS_DECISION_UNCERTAIN:
+        liveness = "uncertain" if response.decision == pb.LIVENESS_DECISION_UNCERTAIN else (
+            "live" if response.is_live else "spoof")
+        if liveness == "spoof" or not response.HasField("match"):
+            return liveness
+        match = match_outcome(response.match)
+        if match == "no_match":
+            return "no_match"
+        if liveness == "uncertain":
             return "uncertain"
-        return "live" if response.is_live else "spoof"
+        return "live" if match == "match" else match
     return "passed" if response.quality.passed else "quality_failed"
 
 
@@ -153,9 +211,11 @@ def exit_code(counts: Counter) -> int:
         return EXIT_ERROR
     if counts["spoof"]:
         return EXIT_SPOOF
+    if counts["no_match"]:
+        return EXIT_NO_MATCH
     if counts["uncertain"]:
         return EXIT_UNCERTAIN
-    if counts["quality_failed"]:
+    if counts["quality_failed"] or counts["reference_rejected"]:
         return EXIT_QUALITY
     return EXIT_OK
 
@@ -180,24 +240,36 @@ class ResultWriter:
                 self._csv.writeheader()
         self._progress = _progress_bar(args.progress, total)
 
-    def result(self, path: str, response) -> None:
+    def result(self, path: str, response, reference: str | None = None) -> None:
         outcome = outcome_of(response)
         report = response.quality
+        extra = {"path": path} if reference is None else {"path": path, "reference": reference}
+        match = response.match if isinstance(response, pb.CompareFacesResponse) or (
+            isinstance(response, pb.VerifyResponse) and response.HasField("match")) else None
         with self._lock:
             if self._closed:
                 return
             if self._csv is not None:
-                self._csv.writerow(_csv_row(path, response))
+                self._csv.writerow(_csv_row(path, response, reference))
             elif self._file is not None:
-                self._file.write(to_json(response, path=path) + "\n")
+                self._file.write(to_json(response, **extra) + "\n")
             elif self._json:
-                print(to_json(response, path=path), flush=True)
+                print(to_json(response, **extra), flush=True)
             else:
-                line = describe_verify(response) if isinstance(response, pb.VerifyResponse) else describe_quality(response)
+                if isinstance(response, pb.CompareFacesResponse):
+                    line = describe_compare(response)
+                elif isinstance(response, pb.VerifyResponse):
+                    line = describe_verify(response)
+                    if match is not None:
+                        line += "; " + describe_match(match)
+                else:
+                    line = describe_quality(response)
                 print(f"{path}: {line}", flush=True)
             self._advance()
             self.counts[outcome] += 1
             self.reasons.update(reason_names(report))
+            if match is not None:
+                self.reasons.update(f"reference {name}" for name in reason_names(match.reference_quality))
 
     def error(self, path: str, message: str, code: str = "") -> None:
         with self._lock:
@@ -232,7 +304,8 @@ class ResultWriter:
             print(line, file=sys.stderr, flush=True)
 
     def summary(self) -> str:
-        parts = [f"{name} {self.counts[name]}" for name in ("live", "spoof", "uncertain", "passed", "quality_failed", "error") if self.counts[name]]
+        names = ("live", "match", "spoof", "no_match", "uncertain", "passed", "quality_failed", "reference_rejected", "error")
+        parts = [f"{name} {self.counts[name]}" for name in names if self.counts[name]]
         text = f"summary: {sum(self.counts.values())} images: " + (", ".join(parts) or "none")
         if self.reasons:
             text += "; reasons: " + ", ".join(f"{name} {count}" for name, count in sorted(self.reasons.items()))
@@ -314,9 +387,25 @@ def _progress_bar(mode: str, total: int):
     return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
 
 
-def _csv_row(path: str, response) -> dict:
+def _csv_row(path: str, response, reference: str | None = None) -> dict:
     row = {"path": path, "quality_passed": response.quality.passed, "reasons": ";".join(reason_names(response.quality))}
-    if isinstance(response, pb.VerifyResponse):
+    match = response.match if isinstance(response, pb.CompareFacesResponse) or (
+        isinstance(response, pb.VerifyResponse) and response.HasField("match")) else None
+    if match is not None:
+        row.update(
+            reference=reference or "",
+            match_status=pb.MatchStatus.Name(match.status).removeprefix("MATCH_STATUS_"),
+            match_decision=pb.MatchDecision.Name(match.decision).removeprefix("MATCH_DECISION_"),
+            is_match=match.is_match,
+            similarity=f"{match.similarity:.6f}",
+            match_threshold=f"{match.threshold:.6f}",
+            match_profile=match.profile,
+            matcher_version=match.model_version,
+            reference_reasons=";".join(reason_names(match.reference_quality)),
+        )
+    if isinstance(response, pb.CompareFacesResponse):
+        row["status"] = match_outcome(match).upper()
+    elif isinstance(response, pb.VerifyResponse):
         row.update(
             status=pb.VerifyStatus.Name(response.status).removeprefix("VERIFY_STATUS_"),
             is_live=response.is_live,
@@ -345,7 +434,8 @@ def _read(source: Source, writer: ResultWriter) -> bytes | None:
 
 
 def run_unary(client: LivenessClient, args, sources: Iterator[Source], writer: ResultWriter,
-              interrupts: Interrupts | None = None) -> None:
+              interrupts: Interrupts | None = None, reference: bytes | None = None) -> None:
+    reference_path = getattr(args, "reference", None)
     for source in sources:
         if interrupts is not None:
             interrupts.check()
@@ -356,8 +446,11 @@ def run_unary(client: LivenessClient, args, sources: Iterator[Source], writer: R
         try:
             if args.command == "verify":
                 response = client.verify(
-                    image, enable_quality_checks=not args.no_quality, request_id=request_id, profile=args.profile
+                    image, enable_quality_checks=not args.no_quality, request_id=request_id, profile=args.profile,
+                    reference_image=reference, match_profile=args.match_profile,
                 )
+            elif args.command == "compare":
+                response = client.compare_faces(image, reference, request_id=request_id, profile=args.profile)
             else:
                 response = client.check_quality(image, request_id=request_id)
         except LivenessError as exc:
@@ -367,11 +460,18 @@ def run_unary(client: LivenessClient, args, sources: Iterator[Source], writer: R
             if exc.code in _FATAL_CODES:
                 raise _ServerUnavailable() from None
             continue
-        writer.result(source.name, response)
+        writer.result(source.name, response, reference_path)
+
+
+def _verify_request(args, image: bytes, request_id: str, reference: bytes | None) -> pb.VerifyRequest:
+    return pb.VerifyRequest(
+        image=image, enable_quality_checks=not args.no_quality, request_id=request_id, profile=args.profile,
+        reference_image=reference or b"", match_profile=args.match_profile,
+    )
 
 
 def run_stream(client: LivenessClient, args, sources: Iterator[Source], writer: ResultWriter,
-               interrupts: Interrupts | None = None) -> None:
+               interrupts: Interrupts | None = None, reference: bytes | None = None) -> None:
     """One VerifyStream; images are read lazily as gRPC pulls requests (in order)."""
     names: dict[str, str] = {}
     failed: list[Exception] = []
@@ -386,9 +486,7 @@ def run_stream(client: LivenessClient, args, sources: Iterator[Source], writer: 
                 if image is None:
                     continue
                 names[str(index)] = source.name
-                yield pb.VerifyRequest(
-                    image=image, enable_quality_checks=not args.no_quality, request_id=str(index), profile=args.profile
-                )
+                yield _verify_request(args, image, str(index), reference)
                 index += 1
         except StorageError as error:  # listing S3 failed: raised after the stream, not inside gRPC
             failed.append(error)
@@ -402,7 +500,7 @@ def run_stream(client: LivenessClient, args, sources: Iterator[Source], writer: 
                 code = grpc.StatusCode.__members__.get(_code_name(response.error.code), grpc.StatusCode.UNKNOWN)
                 writer.error(name, f"{code.name}: {response.error.message}", code.name)
             else:
-                writer.result(name, response.result)
+                writer.result(name, response.result, args.reference)
     except LivenessError as exc:
         if interrupts is not None:
             interrupts.check()  # the stream was cancelled by Ctrl-C
@@ -414,18 +512,13 @@ def run_stream(client: LivenessClient, args, sources: Iterator[Source], writer: 
 
 
 def run_streams(clients: list[LivenessClient], args, sources: Iterator[Source], writer: ResultWriter,
-                interrupts: Interrupts | None = None) -> None:
+                interrupts: Interrupts | None = None, reference: bytes | None = None) -> None:
     """One VerifyStream per client (``--connections``), images dealt to whichever has room; an
     image whose stream fails (UNAVAILABLE: its backend went away) goes out again on another."""
     items = (Item(index, source.name, source.read) for index, source in enumerate(sources))
-
-    def request(item: Item, image: bytes, request_id: str) -> pb.VerifyRequest:
-        return pb.VerifyRequest(image=image, enable_quality_checks=not args.no_quality, request_id=request_id,
-                                profile=args.profile)
-
     batch = StreamBatch(
-        clients, items, request,
-        on_result=lambda item, response: writer.result(item.name, response),
+        clients, items, lambda item, image, request_id: _verify_request(args, image, request_id, reference),
+        on_result=lambda item, response: writer.result(item.name, response, args.reference),
         on_error=lambda item, message, code: writer.error(item.name, message, code),
         stop=interrupts.requested if interrupts is not None else None,
     )
@@ -480,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                 tls_cert=args.tls_cert, tls_key=args.tls_key, tls_server_name=args.tls_server_name,
                 own_connection=connections > 1,  # N connections for a load balancer to place
             )
-            for index in range(connections)
+            for _ in range(connections)
         ]
     except LivenessError as exc:
         print(f"ekyc-client: {exc.details}", file=sys.stderr)
@@ -493,8 +586,18 @@ def main(argv: list[str] | None = None) -> int:
                 stack.enter_context(each)
             if args.command == "health":
                 return _health(client)
+            if args.command == "verify" and args.match_profile and not args.reference:
+                print("ekyc-client: --match-profile needs --reference", file=sys.stderr)
+                return EXIT_ERROR
+            reference = None
+            if getattr(args, "reference", None):
+                try:
+                    reference = Path(args.reference).read_bytes()
+                except OSError as exc:
+                    print(f"ekyc-client: cannot read reference {args.reference}: {exc.strerror or exc}", file=sys.stderr)
+                    return EXIT_ERROR
             try:
-                sources, total = _sources(args.images)
+                sources, total = _sources([args.image] if args.command == "compare" else args.images)
                 sources = _first(sources)
                 if sources is None:
                     print("ekyc-client: no JPEG, PNG or WebP files found", file=sys.stderr)
@@ -511,11 +614,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with Interrupts(*clients) as interrupts:
                     if connections > 1:
-                        run_streams(clients, args, sources, writer, interrupts)
+                        run_streams(clients, args, sources, writer, interrupts, reference)
                     elif getattr(args, "stream", False):
-                        run_stream(client, args, sources, writer, interrupts)
+                        run_stream(client, args, sources, writer, interrupts, reference)
                     else:
-                        run_unary(client, args, sources, writer, interrupts)
+                        run_unary(client, args, sources, writer, interrupts, reference)
             except _ServerUnavailable:
                 writer.close()
                 print(f"ekyc-client: stopping: server {args.server} is unavailable", file=sys.stderr)

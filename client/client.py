@@ -93,16 +93,30 @@ class LivenessClient:
         return self._call(self._stub.CheckQuality, request)
 
     def verify(
-        self, image: bytes, enable_quality_checks: bool = True, request_id: str = "", profile: str = ""
+        self, image: bytes, enable_quality_checks: bool = True, request_id: str = "", profile: str = "",
+        reference_image: bytes | None = None, match_profile: str = "",
     ) -> pb.VerifyResponse:
-        """Quality gate (unless disabled) and liveness decision for encoded image bytes.
+        """Quality gate (unless disabled) and liveness decision for encoded image bytes; with
+        ``reference_image`` (the ID document's portrait), also whether the selfie is its holder
+        (``response.match``).
 
-        ``profile`` picks the model's operating point (strict, balanced, lenient); empty: the server's default.
+        ``profile`` picks the model's operating point (strict, balanced, lenient), ``match_profile``
+        the matcher's (strict, balanced); empty: the server's defaults.
         """
         request = pb.VerifyRequest(
-            image=image, enable_quality_checks=enable_quality_checks, request_id=request_id, profile=profile
+            image=image, enable_quality_checks=enable_quality_checks, request_id=request_id, profile=profile,
+            reference_image=reference_image or b"", match_profile=match_profile,
         )
         return self._call(self._stub.Verify, request)
+
+    def compare_faces(
+        self, image: bytes, reference_image: bytes, request_id: str = "", profile: str = ""
+    ) -> pb.CompareFacesResponse:
+        """Whether the face of ``image`` is the person of ``reference_image`` (no liveness);
+        ``profile``: the matcher's operating point (strict, balanced); empty: the server's default."""
+        request = pb.CompareFacesRequest(image=image, reference_image=reference_image, request_id=request_id,
+                                         profile=profile)
+        return self._call(self._stub.CompareFaces, request)
 
     def verify_stream(
         self, requests: Iterable[pb.VerifyRequest], timeout: float | None = None

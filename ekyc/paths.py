@@ -16,5 +16,7 @@ DEFAULT_MODEL = BUNDLED_MODELS / "liveness.onnx"
 # MediaPipe's face detector and face mesh models, converted to ONNX (models/mediapipe/README.md).
 MEDIAPIPE_MODELS = BUNDLED_MODELS / "mediapipe"
 DEFAULT_DETECTOR = MEDIAPIPE_MODELS / "face_detector.onnx"
+# The face matcher: SFace converted for ONNX Runtime, its metadata beside it (models/face-match.md).
+DEFAULT_MATCHER = BUNDLED_MODELS / "face-match" / "sface.onnx"
 # Caches, runs and reports of training and benchmarks (ignored by git).
 DEFAULT_CACHE = PROJECT_ROOT / ".cache"

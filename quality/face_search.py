@@ -38,6 +38,14 @@ def crop_main_face(rgb: np.ndarray, faces: Sequence[Face], rule: CropRule) -> np
     return crop_face(rgb, faces[0], rule)
 
 
+def crop_main_face_inputs(rgb: np.ndarray, faces: Sequence[Face], inputs) -> dict[str, np.ndarray] | None:
+    """Every named input of a model (``(name, CropRule)`` pairs, ``LivenessModel.inputs``) cut
+    from the main face; None without a face. One crop function for serving and training."""
+    if not faces:
+        return None
+    return {name: crop_face(rgb, faces[0], rule) for name, rule in inputs}
+
+
 def _warm_up_portrait() -> np.ndarray | None:
     try:
         import matplotlib.cbook

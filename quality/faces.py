@@ -337,27 +337,63 @@ def search_faces(
     return faces
 
 
+CROP_FITS = ("replicate", "shift")
+
+
 @dataclass(frozen=True)
 class CropRule:
-    """How a face box becomes the model's input: the one rule training and serving share.
+    """How a face box becomes a model input: the one rule training and serving share.
 
     The crop is a square of side ``scale`` x the longer box side, centred on the box,
-    with parts outside the image filled by replicating the border, resized to ``size``.
+    resized to ``size``. Where it crosses the image edge, ``fit`` says what happens:
+    ``replicate`` (our MobileNetV2's rule) fills the outside by replicating the border;
+    ``shift`` (Silent-Face's MiniFASNet rule) caps the scale so that a ``scale`` x box
+    window fits the image, and moves the window back inside it, never padding.
     """
 
     size: int = 128
     scale: float = 1.2
+    fit: str = "replicate"
+
+    def __post_init__(self):
+        if self.fit not in CROP_FITS:
+            raise ValueError(f"crop fit must be one of {', '.join(CROP_FITS)}, got {self.fit!r}")
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "scale": self.scale, "border": "replicate"}
+        if self.fit == "replicate":
+            return {"size": self.size, "scale": self.scale, "border": "replicate"}
+        return {"size": self.size, "scale": self.scale, "fit": self.fit}
 
     @classmethod
     def from_dict(cls, data: dict) -> "CropRule":
-        return cls(size=int(data["size"]), scale=float(data["scale"]))
+        return cls(size=int(data["size"]), scale=float(data["scale"]), fit=str(data.get("fit", "replicate")))
+
+
+def _shifted_window(rgb: np.ndarray, face: Face, rule: CropRule) -> np.ndarray:
+    """Silent-Face's window: ``w*scale`` x ``h*scale`` around the box centre, inside the image."""
+    height, width = rgb.shape[:2]
+    w, h = max(float(face.width), 1.0), max(float(face.height), 1.0)
+    scale = min((height - 1) / h, (width - 1) / w, rule.scale)
+    cx, cy = face.x + w / 2.0, face.y + h / 2.0
+    x0, y0 = cx - w * scale / 2.0, cy - h * scale / 2.0
+    x1, y1 = cx + w * scale / 2.0, cy + h * scale / 2.0
+    if x0 < 0:
+        x1, x0 = x1 - x0, 0.0
+    if y0 < 0:
+        y1, y0 = y1 - y0, 0.0
+    if x1 > width - 1:
+        x0, x1 = x0 - (x1 - width + 1), width - 1.0
+    if y1 > height - 1:
+        y0, y1 = y0 - (y1 - height + 1), height - 1.0
+    return rgb[int(max(0.0, y0)) : int(y1) + 1, int(max(0.0, x0)) : int(x1) + 1]
 
 
 def crop_face(rgb: np.ndarray, face: Face, rule: CropRule) -> np.ndarray:
     """Cut the model input for ``face`` out of ``rgb``: uint8 (size, size, 3) RGB."""
+    if rule.fit == "shift":
+        window = np.ascontiguousarray(_shifted_window(rgb, face, rule))
+        interpolation = cv2.INTER_AREA if window.shape[0] > rule.size else cv2.INTER_LINEAR
+        return cv2.resize(window, (rule.size, rule.size), interpolation=interpolation)
     height, width = rgb.shape[:2]
     side = max(2, int(round(max(face.width, face.height) * rule.scale)))
     cx = face.x + face.width / 2.0

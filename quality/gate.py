@@ -18,7 +18,7 @@ from ekyc.quality.faces import Face
 from ekyc.quality.landmarks import FaceLandmarks
 from ekyc.quality.measures import SHARPNESS_SIDE, face_region, luma, sharpness
 from ekyc.quality.options import QualityGateOptions, QualityThresholds, SearchOptions
-from ekyc.quality.rules import QualityReason, QualityResult, QualityScores, assess_quality
+from ekyc.quality.rules import QualityReason, QualityResult, QualityScores, as_reference, assess_quality
 
 # The gate's public types, importable from here as from their own modules.
 __all__ = [
@@ -75,6 +75,12 @@ class QualityGate:
                 timings["detect"] = stages["detect"] + stages["landmarks"]
             timings["quality"] = (time.perf_counter() - measured) * 1000.0
         return result
+
+    def assess_reference(self, rgb: np.ndarray, timings: dict | None = None) -> QualityResult:
+        """Measure a reference image (an ID document's portrait, an earlier selfie) and judge it
+        by the [reference] limits: only NO_FACE, MULTIPLE_FACES, FACE_TOO_SMALL and BLURRY can
+        refuse it (quality/rules.py reference_reasons)."""
+        return as_reference(self.assess(rgb, timings), self.options.reference)
 
     def warm_up(self) -> None:
         """Run the face search's models once, so that the first requests pay no lazy start-up."""

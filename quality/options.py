@@ -12,7 +12,7 @@ from ekyc.paths import DEFAULT_DETECTOR
 from ekyc.settings import ConfigError, load_sections
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
-SECTIONS = ("quality", "detector", "landmarks")
+SECTIONS = ("quality", "detector", "landmarks", "reference")
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,48 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
+class ReferenceThresholds:
+    """When a reference face (an ID document's portrait, an earlier selfie) can be matched:
+    the [reference] section. Measured with training/face_match_eval.py's ID-card portraits
+    against selfies (models/face-match.md): genuine pairs' median similarity 0.51 at 30 px
+    between the eyes, 0.46 at 20, 0.37 at 16 (under the strict threshold); cards refused as
+    blurry at sharpness 10 had lost most of theirs (0.38 against 0.47 kept)."""
+
+    min_interocular_distance_px: float = 20.0
+    min_sharpness: float = 10.0
+    multiple_faces_min_area_ratio: float = 0.25
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReferenceThresholds":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown reference thresholds: {', '.join(sorted(unknown))}")
+        values = {f.name: number(data[f.name], float, f"reference.{f.name}") for f in fields(cls) if f.name in data}
+        limits = cls(**values)
+        limits.validate()
+        return limits
+
+    def validate(self) -> None:
+        for name in ("min_interocular_distance_px", "min_sharpness"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"reference.{name} must be a number >= 0")
+        ratio = self.multiple_faces_min_area_ratio
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
+            raise ValueError("reference.multiple_faces_min_area_ratio must be within (0, 1]")
+
+
+@dataclass(frozen=True)
 class QualityGateOptions:
-    """Everything the gate needs, built from the [quality], [detector] and [landmarks] config sections."""
+    """Everything the gate needs, built from the [quality], [detector], [landmarks] and
+    [reference] config sections."""
 
     detector_model: Path
     min_detection_confidence: float
     max_image_pixels: int
     thresholds: QualityThresholds
     search: SearchOptions = SearchOptions()
+    reference: ReferenceThresholds = ReferenceThresholds()
 
     @classmethod
     def from_sections(cls, sections: dict, default_detector: Path) -> "QualityGateOptions":
@@ -142,7 +176,8 @@ class QualityGateOptions:
         )
         if not 0.0 < search.landmarker_min_presence_confidence < 1.0:
             raise ValueError("landmarks.min_presence_confidence must be within (0, 1)")
-        return cls(path, confidence, max_pixels, thresholds, search)
+        reference = ReferenceThresholds.from_dict(dict(sections.get("reference", {})))
+        return cls(path, confidence, max_pixels, thresholds, search, reference)
 
 
 def _number(section: dict, name: str, key: str, caster, default, minimum):

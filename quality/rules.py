@@ -11,7 +11,7 @@ import numpy as np
 from ekyc.quality.faces import Face
 from ekyc.quality.landmarks import FaceLandmarks
 from ekyc.quality.measures import border_margin, exposure, eye_occlusion, face_region, luma, sharpness
-from ekyc.quality.options import QualityThresholds
+from ekyc.quality.options import QualityThresholds, ReferenceThresholds
 
 
 class QualityReason(str, enum.Enum):
@@ -179,3 +179,34 @@ def _result(reasons, scores, main, width, height, faces, landmarks) -> QualityRe
         faces=tuple(faces),
         landmarks=landmarks,
     )
+
+
+# The gate's reasons a reference image (the ID document's portrait, an earlier selfie) can be
+# refused for: the checks that decide whether its face can be matched at all.
+REFERENCE_REASONS = (QualityReason.NO_FACE, QualityReason.MULTIPLE_FACES, QualityReason.FACE_TOO_SMALL,
+                     QualityReason.BLURRY)
+
+
+def reference_reasons(result: QualityResult, limits: ReferenceThresholds) -> tuple[QualityReason, ...]:
+    """Why the face of a reference image cannot be matched, from the gate's result on it
+    (empty: it can). No face, or no landmarks to align it by, is NO_FACE."""
+    scores = result.scores
+    if result.face is None or result.landmarks is None:
+        return (QualityReason.NO_FACE,)
+    reasons = []
+    if scores.second_face_area_ratio >= limits.multiple_faces_min_area_ratio:
+        reasons.append(QualityReason.MULTIPLE_FACES)
+    if scores.interocular_distance_px < limits.min_interocular_distance_px:
+        reasons.append(QualityReason.FACE_TOO_SMALL)
+    if scores.sharpness < limits.min_sharpness:
+        reasons.append(QualityReason.BLURRY)
+    return tuple(reasons)
+
+
+def as_reference(result: QualityResult, limits: ReferenceThresholds) -> QualityResult:
+    """The gate's result on a reference image judged as a reference: the same scores and face,
+    ``reasons`` and ``passed`` from reference_reasons."""
+    from dataclasses import replace
+
+    reasons = reference_reasons(result, limits)
+    return replace(result, passed=not reasons, reasons=reasons)

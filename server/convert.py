@@ -1,6 +1,6 @@
 """Between the contract's messages (ekyc.v1) and the service layer's inputs and results.
 
-Requests become ``QualityInput`` / ``VerifyInput``; results become replies. Adapters of
+Requests become ``QualityInput`` / ``VerifyInput`` / ``CompareInput``; results become replies. Adapters of
 other transports that speak the contract's messages (an HTTP/JSON gateway parsing JSON into
 them) reuse these functions.
 """
@@ -10,14 +10,19 @@ from __future__ import annotations
 from ekyc.quality.report import quality_report
 from ekyc.quality.rules import QualityResult
 from ekyc.server.errors import InvalidRequestError
-from ekyc.server.pipeline import Verdict
-from ekyc.server.service import QualityInput, StreamAnswer, VerifyInput
+from ekyc.server.pipeline import Comparison, MatchResult, Verdict
+from ekyc.server.service import CompareInput, QualityInput, StreamAnswer, VerifyInput
 from ekyc.v1 import liveness_pb2 as pb
 
 _DECISIONS = {
     "live": pb.LIVENESS_DECISION_LIVE,
     "spoof": pb.LIVENESS_DECISION_SPOOF,
     "uncertain": pb.LIVENESS_DECISION_UNCERTAIN,
+}
+_MATCH_DECISIONS = {
+    "MATCH": pb.MATCH_DECISION_MATCH,
+    "NO_MATCH": pb.MATCH_DECISION_NO_MATCH,
+    "UNCERTAIN": pb.MATCH_DECISION_UNCERTAIN,
 }
 
 
@@ -44,7 +49,16 @@ def verify_input(request: pb.VerifyRequest | MalformedRequest) -> VerifyInput:
     _check_well_formed(request)
     quality = request.enable_quality_checks if request.HasField("enable_quality_checks") else True
     return VerifyInput(image=request.image, request_id=request.request_id, enable_quality_checks=quality,
-                       profile=request.profile)
+                       profile=request.profile, reference_image=request.reference_image,
+                       match_profile=request.match_profile)
+
+
+def compare_input(request: pb.CompareFacesRequest | MalformedRequest) -> CompareInput:
+    _check_well_formed(request)
+    if not request.reference_image:
+        raise InvalidRequestError("reference_image is empty: send the reference's JPEG, PNG or WebP bytes")
+    return CompareInput(image=request.image, reference_image=request.reference_image,
+                        request_id=request.request_id, profile=request.profile)
 
 
 def stream_item(request: pb.VerifyStreamRequest | MalformedRequest) -> VerifyInput | InvalidRequestError:
@@ -60,7 +74,32 @@ def check_quality_response(result: QualityResult, request_id: str) -> pb.CheckQu
     return pb.CheckQualityResponse(quality=quality_report(result), request_id=request_id)
 
 
+def face_match(match: MatchResult) -> pb.FaceMatch:
+    return pb.FaceMatch(
+        status=pb.MatchStatus.Value(f"MATCH_STATUS_{match.status}"),
+        similarity=match.similarity,
+        is_match=match.is_match,
+        decision=_MATCH_DECISIONS.get(match.decision, pb.MATCH_DECISION_UNSPECIFIED),
+        threshold=match.threshold,
+        profile=match.profile,
+        model_version=match.model_version,
+        reference_quality=quality_report(match.reference_quality),
+    )
+
+
+def compare_response(comparison: Comparison, request_id: str) -> pb.CompareFacesResponse:
+    return pb.CompareFacesResponse(match=face_match(comparison.match), quality=quality_report(comparison.quality),
+                                   request_id=request_id)
+
+
 def verify_response(verdict: Verdict, request_id: str) -> pb.VerifyResponse:
+    response = _verify_response(verdict, request_id)
+    if verdict.match is not None:
+        response.match.CopyFrom(face_match(verdict.match))
+    return response
+
+
+def _verify_response(verdict: Verdict, request_id: str) -> pb.VerifyResponse:
     return pb.VerifyResponse(
         status=pb.VERIFY_STATUS_QUALITY_FAILED if verdict.quality_failed else pb.VERIFY_STATUS_SUCCESS,
         is_live=verdict.is_live,

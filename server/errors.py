@@ -12,6 +12,7 @@ from __future__ import annotations
 import grpc
 
 from ekyc.errors import EkycError
+from ekyc.models.face_match import UnknownMatchProfileError
 from ekyc.models.liveness import UnknownProfileError
 from ekyc.quality.errors import InvalidImageError
 from ekyc.server.compute import DeadlineExpiredError, OverloadedError
@@ -23,6 +24,11 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 class ServiceNotReadyError(EkycError):
     """The models are still loading, or the server is shutting down."""
+
+
+class MatcherDisabledError(EkycError):
+    """A request needs face matching (a reference image, CompareFaces), which this server's
+    configuration turned off (matcher.enabled = false)."""
 
 
 class InvalidRequestError(EkycError):
@@ -41,8 +47,10 @@ class CallFailed(Exception):
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status code and client-facing message for an exception: the one mapping."""
-    if isinstance(error, (InvalidImageError, InvalidRequestError, UnknownProfileError)):
+    if isinstance(error, (InvalidImageError, InvalidRequestError, UnknownProfileError, UnknownMatchProfileError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, MatcherDisabledError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
     if isinstance(error, (OverloadedError, RateLimitedError, StreamTooLongError)):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, DeadlineExpiredError):

@@ -7,7 +7,7 @@ is logged and counted here, then raised as ``CallFailed`` (a gRPC status code an
 from ``ekyc.server.errors.status_for``) for the adapter to send.
 
 Adapters (server/servicer.py) only turn their messages into the inputs below, call
-``check_quality`` / ``verify`` / ``verify_stream`` with a ``CallContext``, and turn the
+``check_quality`` / ``verify`` / ``verify_stream`` / ``compare_faces`` with a ``CallContext``, and turn the
 results into replies.
 """
 
@@ -30,7 +30,7 @@ from ekyc.server.limits import RateLimiter
 from ekyc.server.logs import log_event
 from ekyc.server.metrics import MetricsAggregator
 from ekyc.server.ordered import OrderedWindow, StreamTooLongError
-from ekyc.server.pipeline import LivenessPipeline, Verdict
+from ekyc.server.pipeline import Comparison, LivenessPipeline, MatchResult, Verdict
 
 MAX_REQUEST_ID_LENGTH = 128
 T = TypeVar("T")
@@ -43,6 +43,7 @@ class CallContext:
     client: str = ""  # the rate limiter's key for the caller (API key digest, IP); "" when limits are off
     deadline: float | None = None  # a time.monotonic() instant; None: the caller set none
     cancelled: threading.Event = field(default_factory=threading.Event)  # set by the adapter when the caller goes away
+    transport: str = "grpc"  # how the call came: "grpc" or "http"; in the log line
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,18 @@ class VerifyInput:
     image: bytes
     request_id: str = ""
     enable_quality_checks: bool = True
+    profile: str = ""
+    reference_image: bytes = b""  # empty: no face match
+    match_profile: str = ""
+
+
+@dataclass(frozen=True)
+class CompareInput:
+    """A CompareFaces request."""
+
+    image: bytes
+    reference_image: bytes
+    request_id: str = ""
     profile: str = ""
 
 
@@ -89,18 +102,50 @@ def _observe_quality(result: QualityResult) -> _Observation:
     return _Observation(decision, reasons, log={"decision": decision, "reasons": list(reasons)})
 
 
+def _match_log(match: MatchResult) -> dict:
+    """The match's log fields: its outcome, profile, model and the reference's reasons; never
+    the similarity (a score about a person, next to the request id)."""
+    log = {"match": match.outcome, "match_profile": match.profile, "matcher_version": match.model_version}
+    if match.reference_quality.reasons:
+        log["reference_reasons"] = [reason.value for reason in match.reference_quality.reasons]
+    return log
+
+
 def _observe_verdict(verdict: Verdict) -> _Observation:
     reasons = tuple(reason.value for reason in verdict.quality.reasons)
     log = {"decision": verdict.outcome, "model_version": verdict.model_version, "profile": verdict.profile}
     if reasons:
         log["reasons"] = list(reasons)
+    if verdict.match is not None:
+        log.update(_match_log(verdict.match))
     score = None if verdict.quality_failed else verdict.liveness_score
     return _Observation(verdict.outcome, reasons, verdict.model_version, score, log)
+
+
+def _observe_comparison(comparison: Comparison) -> _Observation:
+    match = comparison.match
+    reasons = tuple(reason.value for reason in comparison.quality.reasons + match.reference_quality.reasons)
+    log = {"decision": match.outcome, **_match_log(match)}
+    if comparison.quality.reasons:
+        log["reasons"] = [reason.value for reason in comparison.quality.reasons]
+    return _Observation(match.outcome, reasons, match.model_version, None, log)
 
 
 def _check_request_id(request_id: str) -> None:
     if len(request_id) > MAX_REQUEST_ID_LENGTH:
         raise InvalidRequestError(f"request_id is longer than {MAX_REQUEST_ID_LENGTH} characters")
+
+
+def _check_profiles(pipeline: LivenessPipeline, request: VerifyInput) -> None:
+    """An unknown profile, or a reference on a server without matching, fails before any work."""
+    pipeline.profile(request.profile)
+    if request.reference_image:
+        pipeline.match_profile(request.match_profile)
+
+
+def _verify_work(pipeline: LivenessPipeline, request: VerifyInput) -> Callable[[], Verdict]:
+    return functools.partial(pipeline.verify, request.image, request.enable_quality_checks, request.profile,
+                             request.reference_image, request.match_profile)
 
 
 class LivenessService:
@@ -141,31 +186,47 @@ class LivenessService:
             result = self.compute.run(pipeline.check_quality, request.image, deadline=call.deadline)
             return result, _observe_quality(result)
 
-        return self._unary("CheckQuality", request.request_id, work)
+        return self._unary("CheckQuality", request.request_id, call, work)
 
     def verify(self, request: VerifyInput, call: CallContext) -> Verdict:
-        """Quality gate (unless disabled) and liveness decision at the request's profile."""
+        """Quality gate (unless disabled) and liveness decision at the request's profile; with
+        a reference image, the face match at its match profile too."""
 
         def work() -> tuple[Verdict, _Observation]:
             _check_request_id(request.request_id)
             pipeline = self._ready()
             self._rate_limit(call.client)
-            pipeline.profile(request.profile)  # an unknown profile fails before any work
-            verdict = self.compute.run(
-                pipeline.verify, request.image, request.enable_quality_checks, request.profile, deadline=call.deadline
-            )
+            _check_profiles(pipeline, request)  # an unknown profile fails before any work
+            verdict = self.compute.run(_verify_work(pipeline, request), deadline=call.deadline)
             return verdict, _observe_verdict(verdict)
 
-        return self._unary("Verify", request.request_id, work)
+        return self._unary("Verify", request.request_id, call, work)
 
-    def reject(self, method: str, error: BaseException, request_id: str = "") -> CallFailed:
+    def compare_faces(self, request: CompareInput, call: CallContext) -> Comparison:
+        """Whether the faces of two images are one person (no liveness, no selfie gate)."""
+
+        def work() -> tuple[Comparison, _Observation]:
+            _check_request_id(request.request_id)
+            pipeline = self._ready()
+            self._rate_limit(call.client)
+            pipeline.match_profile(request.profile)
+            comparison = self.compute.run(pipeline.compare, request.image, request.reference_image, request.profile,
+                                          deadline=call.deadline)
+            return comparison, _observe_comparison(comparison)
+
+        return self._unary("CompareFaces", request.request_id, call, work)
+
+    def reject(self, method: str, error: BaseException, request_id: str = "",
+               call: CallContext | None = None) -> CallFailed:
         """Log and count a call the adapter could not turn into an input (a malformed message,
         or a failure of its own); returns the CallFailed to send."""
-        return self._failed(method, time.perf_counter(), {"request_id": request_id[:MAX_REQUEST_ID_LENGTH]}, error)
+        fields = {"transport": (call or CallContext()).transport, "request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
+        return self._failed(method, time.perf_counter(), fields, error)
 
-    def _unary(self, method: str, request_id: str, work: Callable[[], tuple[T, _Observation]]) -> T:
+    def _unary(self, method: str, request_id: str, call: CallContext,
+               work: Callable[[], tuple[T, _Observation]]) -> T:
         started = time.perf_counter()
-        fields = {"request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
+        fields = {"transport": call.transport, "request_id": request_id[:MAX_REQUEST_ID_LENGTH]}
         try:
             result, seen = work()
         except Exception as error:  # noqa: BLE001 - every error becomes a status
@@ -195,7 +256,7 @@ class LivenessService:
         try:
             pipeline = self._ready()
         except ServiceNotReadyError as error:
-            raise self._failed(method, started, {}, error) from None
+            raise self._failed(method, started, {"transport": call.transport}, error) from None
         counts: dict[str, int] = {}
         window = OrderedWindow(self.compute, self.stream_window, stop=call.cancelled, deadline=call.deadline,
                                max_items=self.max_stream_items)
@@ -215,15 +276,17 @@ class LivenessService:
             raise CallFailed(final_code, message) from None
         finally:
             outcomes.close()
-            _log_call(method, started, final_code, {"items": counts, "model_version": pipeline.model_version})
+            _log_call(method, started, final_code, {"transport": call.transport, "items": counts,
+                                                    "model_version": pipeline.model_version})
 
     def _prepare_item(self, pipeline: LivenessPipeline, client: str, request: VerifyInput | EkycError):
         """In the stream's reader thread: validate an item, return its work."""
         if isinstance(request, BaseException):
             raise request
         _check_request_id(request.request_id)
+        _check_profiles(pipeline, request)
         self.limiter.check(client)
-        return functools.partial(pipeline.verify, request.image, request.enable_quality_checks, request.profile)
+        return _verify_work(pipeline, request)
 
     def _stream_answer(self, request: VerifyInput | EkycError, outcome) -> StreamAnswer:
         request_id = request.request_id[:MAX_REQUEST_ID_LENGTH] if isinstance(request, VerifyInput) else ""

@@ -60,6 +60,10 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         return self._unary("Verify", request, context, lambda call: convert.verify_response(
             self.service.verify(convert.verify_input(request), call), request.request_id))
 
+    def CompareFaces(self, request: pb.CompareFacesRequest, context: grpc.ServicerContext):
+        return self._unary("CompareFaces", request, context, lambda call: convert.compare_response(
+            self.service.compare_faces(convert.compare_input(request), call), request.request_id))
+
     def VerifyStream(
         self, request_iterator: Iterator[pb.VerifyStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.VerifyStreamResponse]:
@@ -79,12 +83,14 @@ class LivenessServicer(liveness_pb2_grpc.LivenessServiceServicer):
         except CallFailed as failure:
             failed = failure
         except Exception as error:  # noqa: BLE001 - a malformed message, or a bug in unpacking or packing
-            failed = self.service.reject(method, error, request.request_id)
+            failed = self.service.reject(method, error, request.request_id, call)
         _abort(context, failed)
 
     def _call_context(self, context: grpc.ServicerContext) -> CallContext:
         client = client_identity(context) if self.service.identifies_clients else ""
-        return CallContext(client=client, deadline=_deadline(context))
+        # The HTTP gateway calls these methods too, with a context that names its transport.
+        transport = getattr(context, "transport", "grpc")
+        return CallContext(client=client, deadline=_deadline(context), transport=transport)
 
 
 def _tolerant(message_type):
@@ -112,6 +118,11 @@ def add_to_server(servicer: LivenessServicer, server: grpc.Server) -> None:
             servicer.Verify,
             request_deserializer=_tolerant(pb.VerifyRequest),
             response_serializer=pb.VerifyResponse.SerializeToString,
+        ),
+        "CompareFaces": grpc.unary_unary_rpc_method_handler(
+            servicer.CompareFaces,
+            request_deserializer=_tolerant(pb.CompareFacesRequest),
+            response_serializer=pb.CompareFacesResponse.SerializeToString,
         ),
         "VerifyStream": grpc.stream_stream_rpc_method_handler(
             servicer.VerifyStream,

@@ -26,6 +26,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 DATA_DIR = Path(os.environ["EKYC_DATA_DIR"]) if os.environ.get("EKYC_DATA_DIR") else None
 SPLIT_FILE = ROOT / "training" / "splits" / "shared-data.json"
 
+# Servers the tests start (in-process and ekyc-server processes, which inherit this) serve HTTP
+# only where a test asks for it on a free port: the default 8080 may be held by a developer's
+# `make run` or by another test run on the machine.
+os.environ.setdefault("EKYC_SERVER_HTTP_PORT", "0")
+
 needs_data = pytest.mark.skipif(DATA_DIR is None, reason="EKYC_DATA_DIR is not set (shared face images)")
 
 
@@ -75,9 +80,19 @@ def manifest_rows(split: str) -> list[dict]:
             for s in samples]
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for HTTP, where port 0 means off)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(**overrides):
-    """A real ekyc-server on 127.0.0.1 port 0 with the bundled model, loaded and SERVING."""
-    sections: dict = {"server": {"host": "127.0.0.1", "port": 0}}
+    """A real ekyc-server on 127.0.0.1 port 0 with the bundled model, loaded and SERVING; no
+    HTTP unless ``server__http_port`` asks for it."""
+    sections: dict = {"server": {"host": "127.0.0.1", "port": 0, "http_port": 0}}
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         sections.setdefault(section, {})[key] = value

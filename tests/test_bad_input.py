@@ -161,7 +161,8 @@ def test_corpus_gets_typed_answers_and_the_server_stays_healthy(server_process, 
 
 def test_malformed_protobuf_is_invalid_argument_not_internal(server_process):
     with grpc.insecure_channel(server_process.target) as channel:
-        for method in ("/ekyc.v1.LivenessService/Verify", "/ekyc.v1.LivenessService/CheckQuality"):
+        for method in ("/ekyc.v1.LivenessService/Verify", "/ekyc.v1.LivenessService/CheckQuality",
+                       "/ekyc.v1.LivenessService/CompareFaces"):
             call = channel.unary_unary(method, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
             with pytest.raises(grpc.RpcError) as raised:
                 call(b"\x0a\xff\xff\xff\xff\x0f garbage that is not a message", timeout=10)
@@ -172,6 +173,31 @@ def test_malformed_protobuf_is_invalid_argument_not_internal(server_process):
         with pytest.raises(grpc.RpcError) as raised:
             call(unknown_field, timeout=10)  # the unknown field is ignored; the empty image is the error
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "empty" in raised.value.details()
+
+
+def test_corpus_as_references_gets_typed_answers(server_process, face_rgb, face_jpeg):
+    """Every bad input as the reference image (Verify and CompareFaces) and as CompareFaces'
+    image: a typed status naming which image, or a match status with reasons; never INTERNAL."""
+    inputs = corpus(face_rgb, face_jpeg)
+    with LivenessClient(server_process.target, timeout=30, max_message_bytes=64 << 20) as client:
+        # An empty reference is no reference: Verify answers without a match.
+        assert not client.verify(face_jpeg, reference_image=inputs["empty"]).HasField("match")
+        for name, image in inputs.items():
+            for call in (lambda: client.verify(face_jpeg, reference_image=image).match if image else
+                         client.compare_faces(face_jpeg, image).match,
+                         lambda: client.compare_faces(face_jpeg, image).match,
+                         lambda: client.compare_faces(image, face_jpeg).match):
+                try:
+                    match = call()
+                except LivenessError as error:
+                    assert error.code.name in ACCEPTABLE, (name, error)
+                    continue
+                assert match.status in (pb.MATCH_STATUS_SUCCESS, pb.MATCH_STATUS_REFERENCE_REJECTED,
+                                        pb.MATCH_STATUS_PROBE_REJECTED), (name, match)
+        with pytest.raises(LivenessError) as raised:
+            client.verify(face_jpeg, reference_image=inputs["random_1k"])
+        assert raised.value.code.name == "INVALID_ARGUMENT" and raised.value.details.startswith("reference_image")
+        assert client.health() == "SERVING"
 
 
 def test_stream_with_bad_items_among_good_ones_answers_every_item(server_process, face_rgb, face_jpeg):

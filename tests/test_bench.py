@@ -47,6 +47,13 @@ def test_bench_quick_reports_every_figure(tmp_path):
     limit = entry["pipeline_sequential_p50_ms"] + entry["grpc_empty_rpc_after_idle_p50_ms"] + 0.5
     assert target["pipeline_sequential_p50_ms_plus_limit"] == [round(limit, 3)]
     assert entry["targets"]["pipeline_images_per_s"] == 150.0 and isinstance(entry["targets"]["overhead_met"], bool)
+    reference = entry["reference"]
+    for key in ("embed_ms", "embed_two_in_one_call_ms", "reference_checks_ms", "pipeline_verify_p50_ms",
+                "pipeline_verify_with_reference_p50_ms", "reference_cost_p50_ms", "unary_verify_with_reference_p50_ms",
+                "unary_reference_cost_p50_ms"):
+        assert isinstance(reference[key], (int, float)) and reference[key] == reference[key], key
+    # Each selfie's reference is its own face as an ID card: the bench measures real matches.
+    assert reference["pairs"] >= 5 and reference["matched_share"] >= 0.5
     assert entry["unary_errors"] == 0 and entry["stream_ok_items"] == entry["stream_items"] * entry["stream_runs"]
 
 

@@ -32,6 +32,7 @@ def test_buf_lint_catches_a_violation(tmp_path):
     """The lint configuration is live: a service without the Service suffix fails."""
     (tmp_path / "protos" / "ekyc" / "v1").mkdir(parents=True)
     (tmp_path / "buf.yaml").write_text((ROOT / "buf.yaml").read_text())
+    shutil.copytree(ROOT / "third_party", tmp_path / "third_party")
     (tmp_path / "protos" / "ekyc" / "v1" / "bad.proto").write_text(
         'syntax = "proto3";\npackage ekyc.v1;\nmessage Ping {}\nservice Liveness { rpc Go(Ping) returns (Ping); }\n'
     )
@@ -49,10 +50,46 @@ def test_no_breaking_change_since_the_contract_was_first_committed():
     assert found.returncode == 0, found.stderr
     commits = found.stdout.split()
     assert commits, "the proto is not in git history"
-    against = f".git#ref={commits[-1]}"
-    result = subprocess.run([_tool("buf"), "breaking", "--against", against], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    # The protos module against the same folder then: third_party/ (the googleapis imports) came later.
+    against = f".git#ref={commits[-1]},subdir=protos"
+    result = subprocess.run([_tool("buf"), "breaking", "protos", "--against", against], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_catches_a_changed_field(tmp_path):
+    """The breaking check is live: the contract with a field's type changed fails it."""
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    shutil.copytree(ROOT / "third_party", tmp_path / "third_party")
+    (tmp_path / "buf.yaml").write_text((ROOT / "buf.yaml").read_text())
+    proto = tmp_path / "protos" / "ekyc" / "v1" / "liveness.proto"
+    text = proto.read_text()
+    assert "int32 face_count = 4;" in text
+    proto.write_text(text.replace("int32 face_count = 4;", "int64 face_count = 4;"))
+    result = subprocess.run([_tool("buf"), "breaking", "protos", "--against", str(ROOT / "protos")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "face_count" in result.stdout + result.stderr
+
+
+def test_vendored_googleapis_protos_are_the_runtime_packages_copies():
+    """buf and protoc read third_party/googleapis; at run time the generated code imports
+    google.api from googleapis-common-protos: the two must be the same files."""
+    from google.api import annotations_pb2
+
+    installed = Path(annotations_pb2.__file__).parent
+    vendored = sorted((ROOT / "third_party" / "googleapis" / "google" / "api").glob("*.proto"))
+    assert [p.name for p in vendored] == ["annotations.proto", "http.proto"]
+    for path in vendored:
+        assert path.read_bytes() == (installed / path.name).read_bytes(), f"{path.name} differs from the installed copy"
+
+
+def test_every_rpc_has_an_http_binding():
+    from google.api import annotations_pb2
+
+    service = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
+    for method in service.methods:
+        assert method.GetOptions().HasExtension(annotations_pb2.http), f"{method.name} has no google.api.http"
 
 
 def test_generated_code_is_fresh(tmp_path):
@@ -81,9 +118,12 @@ def test_grpcio_is_at_least_the_generating_version():
     assert pinned >= generated, f"pyproject pins {requirement}, stubs need {generated}"
 
 
-def test_service_has_the_three_rpcs():
+def test_service_has_its_four_rpcs():
     service = liveness_pb2.DESCRIPTOR.services_by_name["LivenessService"]
     methods = {m.name: m for m in service.methods}
-    assert set(methods) == {"CheckQuality", "Verify", "VerifyStream"}
+    assert set(methods) == {"CheckQuality", "Verify", "VerifyStream", "CompareFaces"}
     stream = methods["VerifyStream"]
     assert stream.client_streaming and stream.server_streaming
+    compare = methods["CompareFaces"]
+    assert not compare.client_streaming and not compare.server_streaming
+    assert compare.output_type.fields_by_name["match"].message_type.name == "FaceMatch"

@@ -44,6 +44,7 @@ TEMPLATE = DOCKER / "ecs" / "cloudformation.yaml"
 RENDER = DOCKER / "ecs" / "render.py"
 WORKFLOWS = ROOT / ".github" / "workflows"
 BIN = Path(sys.executable).parent
+GRPC_PORT, HTTP_PORT = 50051, 8080
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 VALUES = {
@@ -270,8 +271,9 @@ def run_image(venv: Path, samples: Path, scratch: Path) -> None:
     """ENTRYPOINT + CMD with the image's environment (and an API key, as the task sets one),
     the HEALTHCHECK command before and after SERVING, compose's one-shot verify, SIGTERM."""
     env = image_environment(venv, samples, scratch)
-    port = free_port()
-    env.update(EKYC_SERVER_PORT=str(port), EKYC_SERVER_HOST="127.0.0.1", EKYC_API_KEYS="deploy-test-key")
+    port, http_port = free_port(), free_port()
+    env.update(EKYC_SERVER_PORT=str(port), EKYC_SERVER_HTTP_PORT=str(http_port), EKYC_SERVER_HOST="127.0.0.1",
+               EKYC_API_KEYS="deploy-test-key")
     entrypoint = json.loads(last("ENTRYPOINT").text) + json.loads(last("CMD").text)
     executable = shutil.which(entrypoint[0], path=env["PATH"])
     assert executable and Path(executable).parent == venv / "bin", executable
@@ -312,6 +314,18 @@ def run_image(venv: Path, samples: Path, scratch: Path) -> None:
         assert answered.returncode in (0, 2, 3), answered.stderr  # live, spoof or quality: an answer
         refused = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+
+        # The HTTP port (EXPOSEd beside gRPC's): the ALB's health check, the demo page, the API.
+        import requests
+
+        base = f"http://127.0.0.1:{http_port}"
+        assert requests.get(f"{base}/healthz", timeout=30).json() == {"status": "SERVING"}
+        page = requests.get(f"{base}/", timeout=30)
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        answer = requests.post(f"{base}/v1/liveness:verify", data=Path(sample_path(samples)).read_bytes(),
+                               headers={"Content-Type": "image/jpeg", "Authorization": "Bearer deploy-test-key"},
+                               timeout=60)
+        assert answer.status_code == 200 and answer.json()["modelVersion"] == model_version
 
         started = time.monotonic()
         server.send_signal(signal.SIGTERM)
@@ -459,7 +473,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_models_port_and_health():
     final = stage_instructions(final_stage())
     user = last("USER").text
     assert user.split(":")[0] not in ("0", "root")
-    assert last("EXPOSE").text == "50051"
+    assert last("EXPOSE").text.split() == [str(GRPC_PORT), str(HTTP_PORT)]
     assert json.loads(last("ENTRYPOINT").text) == ["ekyc-server"]
     copies = [i.text for i in final if i.keyword == "COPY"]
     assert all(c.startswith("--from=build ") or c.startswith("models/") for c in copies), copies
@@ -506,6 +520,12 @@ def test_compose_file_follows_the_compose_specification():
     result = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_publishes_the_grpc_and_http_ports():
+    server = yaml.safe_load(COMPOSE.read_text())["services"]["server"]
+    published = {int(port.rsplit(":", 1)[1]) for port in server["ports"]}
+    assert published == {GRPC_PORT, HTTP_PORT}
 
 
 def test_compose_runs_the_server_and_a_one_shot_verify_once_healthy():
@@ -588,7 +608,10 @@ def test_task_definition_stop_timeout_exceeds_the_servers_shutdown(container):
 
 def test_task_definition_port_user_secrets_and_environment(container):
     assert container["name"] == "ekyc-server" and container["essential"] is True
-    assert container["portMappings"] == [{"name": "grpc", "containerPort": 50051, "protocol": "tcp", "appProtocol": "grpc"}]
+    assert container["portMappings"] == [
+        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "tcp", "appProtocol": "grpc"},
+        {"name": "http", "containerPort": HTTP_PORT, "protocol": "tcp", "appProtocol": "http"},
+    ]
     assert container["user"] == last("USER").text
     assert container["secrets"] == [{"name": "EKYC_API_KEYS", "valueFrom": VALUES["API_KEYS_SECRET_ARN"]}]
     env = {item["name"]: item["value"] for item in container["environment"]}
@@ -697,24 +720,67 @@ def test_cloudformation_template_passes_cfn_lint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def target_groups(cfn) -> dict[str, dict]:
+    """The target groups by protocol version: GRPC and HTTP1."""
+    groups = {r["Properties"]["ProtocolVersion"]: (name, r["Properties"])
+              for name, r in resources_of(cfn, "AWS::ElasticLoadBalancingV2::TargetGroup").items()}
+    assert set(groups) == {"GRPC", "HTTP1"}
+    return groups
+
+
+def listener_of(cfn, group_name: str) -> dict:
+    (listener,) = [r["Properties"] for r in resources_of(cfn, "AWS::ElasticLoadBalancingV2::Listener").values()
+                   if r["Properties"]["DefaultActions"] == [{"Type": "forward", "TargetGroupArn": {"Ref": group_name}}]]
+    return listener
+
+
 def test_grpc_target_group_checks_grpc_health(cfn):
-    group = only(cfn, "AWS::ElasticLoadBalancingV2::TargetGroup")
-    assert group["ProtocolVersion"] == "GRPC" and group["Port"] == 50051
+    name, group = target_groups(cfn)["GRPC"]
+    assert group["Port"] == GRPC_PORT
     assert group["TargetType"] == "ip"  # awsvpc tasks register by IP
     assert group["HealthCheckPath"] == "/grpc.health.v1.Health/Check"
     assert group["Matcher"] == {"GrpcCode": "0"}
-    listener = only(cfn, "AWS::ElasticLoadBalancingV2::Listener")
+    listener = listener_of(cfn, name)
     assert listener["Protocol"] == "HTTPS" and listener["Port"] == 443  # gRPC on an ALB needs HTTPS
     assert only(cfn, "AWS::ElasticLoadBalancingV2::LoadBalancer")["Type"] == "application"
+
+
+def test_http_target_group_checks_healthz_behind_its_own_https_listener(cfn, container):
+    name, group = target_groups(cfn)["HTTP1"]
+    http_mapping = next(m for m in container["portMappings"] if m["name"] == "http")
+    assert group["Protocol"] == "HTTP" and group["Port"] == http_mapping["containerPort"] == HTTP_PORT
+    assert group["TargetType"] == "ip"
+    assert group["HealthCheckPath"] == "/healthz" and group["Matcher"] == {"HttpCode": "200"}
+    listener = listener_of(cfn, name)
+    assert listener["Protocol"] == "HTTPS" and listener["Port"] == {"Ref": "HttpApiPort"}
+    assert listener["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert cfn["Parameters"]["HttpApiPort"]["Default"] != 443
+    groups = resources_of(cfn, "AWS::EC2::SecurityGroup")
+    public = groups["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert {"IpProtocol": "tcp", "FromPort": {"Ref": "HttpApiPort"}, "ToPort": {"Ref": "HttpApiPort"},
+            "CidrIp": {"Ref": "AllowedCidr"}} in public
+    tasks = groups["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert {"IpProtocol": "tcp", "FromPort": HTTP_PORT, "ToPort": HTTP_PORT,
+            "SourceSecurityGroupId": {"Ref": "LoadBalancerSecurityGroup"}} in tasks
+    alarms = [r["Properties"] for r in resources_of(cfn, "AWS::CloudWatch::Alarm").values()]
+    assert any({"Name": "TargetGroup", "Value": {"Fn::GetAtt": [name, "TargetGroupFullName"]}} in a.get("Dimensions", [])
+               for a in alarms)
 
 
 def test_service_runs_on_an_ec2_capacity_provider_behind_the_load_balancer(cfn, container):
     service = only(cfn, "AWS::ECS::Service")
     assert "LaunchType" not in service
     assert service["CapacityProviderStrategy"][0]["CapacityProvider"] == {"Ref": "CapacityProvider"}
-    (balancer,) = service["LoadBalancers"]
-    assert balancer["ContainerName"] == container["name"]
-    assert balancer["ContainerPort"] == container["portMappings"][0]["containerPort"]
+    balancers = {b["TargetGroupArn"]["Ref"]: b for b in service["LoadBalancers"]}
+    groups = target_groups(cfn)
+    assert set(balancers) == {groups["GRPC"][0], groups["HTTP1"][0]}
+    ports = {m["name"]: m["containerPort"] for m in container["portMappings"]}
+    for version, port_name in (("GRPC", "grpc"), ("HTTP1", "http")):
+        balancer = balancers[groups[version][0]]
+        assert balancer["ContainerName"] == container["name"]
+        assert balancer["ContainerPort"] == ports[port_name] == groups[version][1]["Port"]
+    (depends,) = [r["DependsOn"] for r in resources_of(cfn, "AWS::ECS::Service").values()]
+    assert set(depends) >= set(resources_of(cfn, "AWS::ElasticLoadBalancingV2::Listener"))
     assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     provider = only(cfn, "AWS::ECS::CapacityProvider")["AutoScalingGroupProvider"]
     assert provider["ManagedScaling"]["Status"] == "ENABLED" and provider["ManagedTerminationProtection"] == "ENABLED"
@@ -817,7 +883,7 @@ def test_pull_requests_run_the_tests_and_buf_breaking_against_main():
     assert "pull_request" in pr["on"]
     assert pr["jobs"]["test"]["uses"] == "./.github/workflows/test.yml"
     runs = " ".join(step.get("run", "") for step in pr["jobs"]["contract"]["steps"])
-    assert "buf breaking --against '.git#branch=origin/main'" in runs and "buf-bin" in runs
+    assert "buf breaking protos --against '.git#branch=origin/main,subdir=protos'" in runs and "buf-bin" in runs
     checkout = pr["jobs"]["contract"]["steps"][0]
     assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
     test = workflow("test.yml")

@@ -155,7 +155,9 @@ def test_model_of_the_wrong_shape_is_a_one_line_error(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     path = tmp_path / "wrong.onnx"
     onnx.save(model, path)
-    metadata = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())  # says 128x128
+    metadata = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    metadata.pop("inputs", None)  # one input named "image"...
+    metadata["crop"] = {"size": 128, "scale": 1.2, "border": "replicate"}  # ...said to be 128x128
     path.with_suffix(".json").write_text(json.dumps(metadata))
     result = _run_server("--port", "0", "--model", str(path))
     line = _one_line_error(result)

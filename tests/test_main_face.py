@@ -37,18 +37,20 @@ def _two_face_images(face_rgb: np.ndarray) -> dict[str, bytes]:
 
 def test_training_crops_exactly_the_face_the_server_scores(server, face_rgb, tmp_path):
     pipeline = server.service.pipeline
-    rule = pipeline.model.crop_rule
+    inputs = pipeline.model.inputs  # every crop the model takes, (name, rule)
     data_dir = tmp_path / "data"
     (data_dir / "live").mkdir(parents=True)
     samples = []
     for name, image in _two_face_images(face_rgb).items():
         (data_dir / "live" / f"{name}.jpg").write_bytes(image)
         samples.append(Sample(f"live/{name}.jpg", LIVE, "", name, "test", "frame"))
-    cache = CropCache.for_data(data_dir, rule, tmp_path / "cache")
-    counts = build_crops(samples, data_dir, cache, DEFAULT_DETECTOR, progress=False)
-    assert counts[OK] == len(samples), counts
-    rows = {s.path: row for s, row in zip(samples, cache.rows(samples))}
-    for sample, crop_path in cache.usable(samples):
+    caches = {name: CropCache.for_data(data_dir, rule, tmp_path / "cache") for name, rule in inputs}
+    for cache in caches.values():
+        counts = build_crops(samples, data_dir, cache, DEFAULT_DETECTOR, progress=False)
+        assert counts[OK] == len(samples), counts
+    first = caches[inputs[0][0]]
+    rows = {s.path: row for s, row in zip(samples, first.rows(samples))}
+    for sample, _ in first.usable(samples):
         image = (data_dir / sample.path).read_bytes()
         rgb = pipeline.gate.decode(image)
         quality = pipeline.gate.assess(rgb)
@@ -57,10 +59,14 @@ def test_training_crops_exactly_the_face_the_server_scores(server, face_rgb, tmp
         row = rows[sample.path]
         assert (int(row["x"]), int(row["y"]), int(row["width"]), int(row["height"])) == (
             main.x, main.y, main.width, main.height), sample.path
-        trained = load_crop(crop_path)
-        assert np.array_equal(trained, crop_main_face(rgb, quality.faces, rule)), sample.path
+        trained = {}
+        for name, rule in inputs:
+            crop_path = dict(caches[name].usable([sample]))[sample]
+            trained[name] = load_crop(crop_path)
+            assert np.array_equal(trained[name], crop_main_face(rgb, quality.faces, rule)), (sample.path, name)
         verdict = pipeline.verify(image, enable_quality_checks=False)
-        assert float(pipeline.model.score(trained[None])[0]) == pytest.approx(verdict.liveness_score, abs=1e-6)
+        score = pipeline.model.score_inputs({name: crop[None] for name, crop in trained.items()})
+        assert float(score[0]) == pytest.approx(verdict.liveness_score, abs=1e-6)
 
 
 def test_the_main_face_is_the_one_in_front(server, face_rgb):

@@ -394,20 +394,22 @@ def test_shipped_model_loads_with_server_metadata():
     assert SHIPPED.is_file(), "models/liveness.onnx is missing"
     assert SHIPPED.stat().st_size <= MAX_MODEL_BYTES
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    for key in ("version", "crop", "threshold", "profiles", "default_profile"):
+    for key in ("version", "inputs", "threshold", "profiles", "default_profile"):
         assert key in meta
     assert isinstance(meta["version"], str) and meta["version"]
-    rule = CropRule.from_dict(meta["crop"])
-    assert meta["input"]["shape"] == ["N", rule.size, rule.size, 3]
     assert meta["onnx"]["sha256"] == sha256_file(SHIPPED) and meta["onnx"]["opset"] == 17
     model = LivenessModel(SHIPPED)
-    assert model.crop_rule == rule and model.metadata.threshold == meta["threshold"]
+    assert model.metadata.threshold == meta["threshold"]
+    for (name, rule), item in zip(model.inputs, meta["inputs"]):
+        assert item["name"] == name and rule == CropRule.from_dict(item)
+        assert item["shape"] == ["N", rule.size, rule.size, 3]
     # parity of the shipped file with the PyTorch scores recorded at export time
     probe = meta["parity_probe"]
-    scores = model.score(probe_batch(probe["size"], probe["n"]))
-    assert np.max(np.abs(scores - np.array(probe["torch_spoof_probability"]))) < 1e-4
+    expected = np.array(probe["torch_spoof_probability"])
+    feed = {name: probe_batch(size, len(expected)) for name, size in zip(probe["inputs"], probe["sizes"])}
+    scores = model.score_inputs(feed)
+    assert np.max(np.abs(scores - expected)) < 1e-4
     assert np.all((scores >= 0) & (scores <= 1))
-    assert meta["parity"]["max_abs_diff"] < 1e-4 and meta["parity"]["crops"].startswith("real")
 
 
 def test_shipped_model_profiles_follow_the_contract():
@@ -428,19 +430,23 @@ def test_shipped_model_profiles_follow_the_contract():
     assert profiles["strict"]["threshold"] <= profiles["balanced"]["threshold"] <= profiles["lenient"]["threshold"]
 
 
-def test_shipped_model_metadata_describes_test_metrics():
+def test_shipped_model_metadata_describes_leave_one_setup_out_metrics():
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    test = meta["test_metrics"]
-    assert test["default_profile"] == meta["default_profile"] and test["threshold"] == meta["threshold"]
-    for key in ("auc", "eer", "bpcer", "bpcer_at_apcer_1pct", "ci"):
-        assert key in test["overall"]
-    for attack in ("print", "replay"):
-        entry = test["by_attack"][attack]
-        assert {"auc", "bpcer_at_apcer_1pct", "ci"} <= set(entry)
-    for name in ("strict", "balanced", "lenient"):
-        assert set(test["at_profiles"][name]["apcer_by_attack"]) == {"print", "replay"}
-    assert set(meta["split"]["subjects"]["test"]) == set(load_split(SPLIT_FILE)["subjects"]["test"])
-    assert meta["latency"]["threads"] == 1 and meta["latency"]["median_ms"] <= 5.0
+    loso = meta["loso"]
+    report = json.loads((ROOT / "models" / "reports" / "loso-liveness.json").read_text())
+    assert set(loso["rows"]) == set(report["rows"]) and len(loso["rows"]) >= 2
+    for setup, row in {**loso["rows"], "pooled": loso["pooled"]}.items():
+        assert {"auc", "eer", "bpcer_at_apcer_1pct", "apcer_at_bpcer_5pct", "ci"} <= set(row), setup
+        assert {"auc", "eer", "bpcer_at_apcer_1pct", "apcer_at_bpcer_5pct"} <= set(row["ci"]), setup
+        source = report["rows"].get(setup, report["pooled"])
+        assert row["auc"] == pytest.approx(source["auc"])
+    # the profiles are the report's pooled out-of-fold ones, each band spanning the setups' thresholds
+    for name, p in meta["profiles"].items():
+        assert p["threshold"] == pytest.approx(report["profiles"][name]["threshold"])
+        lo, hi = p["review_band"]
+        assert all(lo <= t <= hi for t in p["setup_thresholds"].values())
+    assert meta["training"]["recipe"]["members"] and meta["latency"]["threads"] == 1
+    assert meta["latency"]["median_ms"] <= 6.0
 
 
 @needs_data
@@ -453,8 +459,11 @@ def test_shipped_model_separates_real_crops(real_crops, tmp_path):
 
     model = LivenessModel(SHIPPED)
     picked = real_crops[0]
-    cache = CropCache.for_data(DATA_DIR, model.crop_rule, tmp_path / "cache")
-    build_crops(picked, DATA_DIR, cache, progress=False)
-    scores = model.score(load_crops([p for _, p in cache.usable(picked)]))
+    crops = {}
+    for name, rule in model.inputs:
+        cache = CropCache.for_data(DATA_DIR, rule, tmp_path / "cache")
+        build_crops(picked, DATA_DIR, cache, progress=False)
+        crops[name] = load_crops([p for _, p in cache.usable(picked)])
+    scores = model.score_inputs(crops)
     assert scores.shape[0] >= 6 and np.all(np.isfinite(scores))
     assert np.ptp(scores) > 1e-3

@@ -49,6 +49,11 @@ class AugmentConfig:
     # compression
     jpeg_p: float = 0.6
     jpeg_quality: tuple[int, int] = (30, 95)
+    # camera: exposure in linear light (stops), with the noise and denoising blur of a dim
+    # capture, and white-balance gains; off by default (the v2 recipe), on in the LOSO recipe
+    camera_p: float = 0.0
+    exposure_stops: tuple[float, float] = (-3.0, 2.0)
+    wb_gain: float = 0.3  # red/blue gain in [1/(1+g), 1+g]
 
 
 def _affine(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -86,9 +91,28 @@ def _colour(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.n
     return 255.0 * (np.clip(x, 0, 255) / 255.0) ** g
 
 
+def camera(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Another camera's exposure and white balance, in linear light: darker frames get the
+    sensor noise and the denoising blur of a dim capture, brighter ones clip."""
+    linear = (crop.astype(np.float32) / 255.0) ** 2.2
+    stops = rng.uniform(*cfg.exposure_stops)
+    red = rng.uniform(1.0 / (1.0 + cfg.wb_gain), 1.0 + cfg.wb_gain)
+    blue = rng.uniform(1.0 / (1.0 + cfg.wb_gain), 1.0 + cfg.wb_gain)
+    linear = linear * (2.0 ** stops) * np.array([red, 1.0, blue], dtype=np.float32)
+    if stops < -1.0:
+        sigma = np.sqrt(np.clip(linear, 0, 1) * rng.uniform(0.0005, 0.004) + rng.uniform(0.0005, 0.003) ** 2)
+        linear = linear + rng.normal(0.0, 1.0, linear.shape).astype(np.float32) * sigma
+    out = np.clip(np.round(255.0 * np.clip(linear, 0.0, 1.0) ** (1 / 2.2)), 0, 255).astype(np.uint8)
+    if stops < -1.0 and rng.random() < 0.7:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.2))
+    return out
+
+
 def augment_crop(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """One random augmentation of a uint8 (S, S, 3) RGB crop; returns uint8 of the same shape."""
     out = np.ascontiguousarray(crop)
+    if cfg.camera_p > 0 and rng.random() < cfg.camera_p:
+        out = camera(out, rng, cfg)
     if rng.random() < cfg.geometry_p:
         out = _affine(out, rng, cfg)
     if rng.random() < cfg.flip_p:

@@ -108,8 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--default-profile", default=None, choices=("strict", "balanced", "lenient"))
     p.add_argument("--max-review-rate", type=float, default=0.05)
+    p.add_argument("--sample", type=Path, default=None,
+                   help="calibrate on this labelled sample of your own traffic (all of it; any data layout) "
+                        "instead of the validation split")
+    p = add("loso", "leave-one-setup-out: the model's recipe and the MiniFASNet peer, shifts, slices, profiles")
+    p.add_argument("model", nargs="?", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--out-dir", type=Path, default=None, help="reports (default .cache/reports)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--no-shifts", action="store_true", help="skip the capture-shift suite")
     p = add("evaluate", "score data through ONNX Runtime (LivenessModel): JSON report, Markdown, plots")
     eval_opts(p, True)
+    p.add_argument("--loso", action="store_true",
+                   help="leave-one-setup-out instead of a split: the same as `ekyc-train loso MODEL`")
     p = add("baselines", "trivial single-feature baselines (brightness, contrast, ...) on a split")
     crop_opts(p)
     p.add_argument("--split", choices=("train", "val", "test"), default="val")
@@ -181,8 +191,12 @@ COMMANDS = {
     "train": lambda a: steps.train(_workspace(a), _crop_options(a), _train_options(a)),
     "export": lambda a: steps.export(_workspace(a), _export_options(a)),
     "calibrate": lambda a: steps.calibrate(_workspace(a), steps.CalibrateOptions(
-        model=a.model, default_profile=a.default_profile, max_review_rate=a.max_review_rate)),
-    "evaluate": lambda a: steps.evaluate(_workspace(a), _evaluate_options(a)),
+        model=a.model, default_profile=a.default_profile, max_review_rate=a.max_review_rate, sample=a.sample)),
+    "loso": lambda a: steps.loso(_workspace(a), steps.LosoOptions(model=a.model, out_dir=a.out_dir, n_boot=a.n_boot,
+                                                                  shifts=not a.no_shifts)),
+    "evaluate": lambda a: (steps.loso(_workspace(a), steps.LosoOptions(model=a.model, out_dir=a.out_dir, n_boot=a.n_boot,
+                                                                      shifts=not a.no_stress))
+                           if a.loso else steps.evaluate(_workspace(a), _evaluate_options(a))),
     "baselines": lambda a: steps.baselines(_workspace(a), steps.BaselineOptions(crop=_crop_options(a), split=a.split)),
     "compare": lambda a: steps.compare(_workspace(a), steps.CompareOptions(runs=tuple(a.runs), out=a.out,
                                                                            n_boot=a.n_boot)),

@@ -50,7 +50,9 @@ INDEX_COLUMNS = ("path", "status", "file", "x", "y", "width", "height", "score",
 
 
 def rule_name(rule) -> str:
-    return f"s{rule.size}-x{rule.scale:g}"
+    """``s128-x1.2`` (border replicated) or ``s80-x2.7-shift`` (window moved inside the image)."""
+    fit = getattr(rule, "fit", "replicate")
+    return f"s{rule.size}-x{rule.scale:g}" + ("" if fit == "replicate" else f"-{fit}")
 
 
 def data_id(data_dir: Path | str) -> str:

@@ -64,7 +64,30 @@ def _clean(value):
     return value
 
 
-def score_items(model, items: list[tuple[Sample, Path]], batch_size: int = 64) -> np.ndarray:
+def input_caches(model, cache: CropCache) -> dict[str, CropCache]:
+    """A crop cache per model input: ``cache`` (the first input's rule) and its siblings of the
+    same data for the other inputs' rules (``ekyc-train`` builds them all)."""
+    from ekyc.training.crops import rule_name
+
+    base = cache.root.parent.parent
+    return {name: cache if rule == cache.rule else CropCache(base / rule_name(rule) / cache.root.name, rule)
+            for name, rule in model.inputs}
+
+
+def usable_inputs(model, cache: CropCache, samples: list[Sample], fallback: bool = False):
+    """(samples with a crop for every input, {input name: crop files})."""
+    caches = input_caches(model, cache)
+    per_input = {name: dict(c.usable(samples, fallback)) for name, c in caches.items()}
+    kept = [s for s in samples if all(s in found for found in per_input.values())]
+    return kept, {name: [found[s] for s in kept] for name, found in per_input.items()}
+
+
+def score_items(model, items: list[tuple[Sample, Path]], batch_size: int = 64, cache: CropCache | None = None) -> np.ndarray:
+    if cache is not None and len(model.inputs) > 1:
+        kept, files = usable_inputs(model, cache, [s for s, _ in items])
+        if len(kept) != len(items):
+            raise ValueError("some faces lack a crop for one of the model's inputs")
+        return score_crops(model, {name: load_crops(paths) for name, paths in files.items()}, batch_size)
     scores = []
     for start in range(0, len(items), batch_size):
         crops = load_crops([p for _, p in items[start : start + batch_size]])
@@ -72,8 +95,13 @@ def score_items(model, items: list[tuple[Sample, Path]], batch_size: int = 64) -
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
-def score_crops(model, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    out = [model.score(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+def score_crops(model, crops, batch_size: int = 64) -> np.ndarray:
+    """Scores of an array of crops (single-input model) or of ``{input name: crops}``."""
+    if isinstance(crops, dict):
+        n = len(next(iter(crops.values())))
+        out = [model.score_inputs({k: v[i : i + batch_size] for k, v in crops.items()}) for i in range(0, n, batch_size)]
+    else:
+        out = [model.score(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -273,11 +301,12 @@ def evaluate(
         raise ValueError(f"model crop rule {model.crop_rule} differs from the crop cache's {cache.rule}")
     profiles, default = load_profiles(model.metadata.raw, threshold)
     t_default = float(profiles[default]["threshold"])
-    items = cache.usable(samples, fallback)
     statuses = Counter((row or {}).get("status", "missing") for row in cache.rows(samples))
-    crops = load_crops([p for _, p in items])
-    scores = score_crops(model, crops).astype(np.float64)
-    kept = [s for s, _ in items]
+    kept, files = usable_inputs(model, cache, samples, fallback)
+    all_crops = {name: load_crops(paths) for name, paths in files.items()}
+    first = model.inputs[0][0]
+    crops = all_crops[first]  # the first input's crops: trivial baselines, stress examples
+    scores = score_crops(model, all_crops if len(all_crops) > 1 else crops).astype(np.float64)
     labels = np.array([s.label for s in kept], dtype=np.int64)
     attacks = np.array([s.attack or "unknown" if s.label == SPOOF else "" for s in kept], dtype=object)
     sources = np.array([s.source for s in kept], dtype=object)
@@ -339,7 +368,8 @@ def evaluate(
     if stress:
         report["stress"] = {}
         for cond, fn in _stress_conditions().items():
-            s2 = score_crops(model, np.stack([fn(c) for c in crops])).astype(np.float64)
+            shifted = {name: np.stack([fn(c) for c in arr]) for name, arr in all_crops.items()}
+            s2 = score_crops(model, shifted if len(shifted) > 1 else shifted[first]).astype(np.float64)
             entry = {"overall": _threshold_free(s2, labels),
                      "at_default": {"apcer_max": max(float(np.mean(s2[(labels == 1) & (attacks == a)] < t_default))
                                                      for a in set(attacks[labels == 1].tolist())),

@@ -182,18 +182,23 @@ def update_metadata(onnx_path: Path | str, **fields) -> Path:
     return path
 
 
-def latency_ms(onnx_path: Path | str, size: int, threads: int = 1, n: int = 200, warmup: int = 20) -> dict:
-    """Per-crop latency of one-crop calls on ``threads`` ONNX Runtime threads (the server's setting)."""
+def latency_ms(onnx_path: Path | str, size: int | dict[str, int], threads: int = 1, n: int = 200,
+               warmup: int = 20) -> dict:
+    """Per-face latency of one-face calls on ``threads`` ONNX Runtime threads (the server's setting).
+
+    ``size``: the crop side of a single-input model, or ``{input name: side}`` for a model
+    that takes several crops of a face (all of them are fed in each call)."""
     import time
 
     session = cpu_session(onnx_path, intra_op_threads=threads)
-    crop = probe_batch(size, 1).astype(np.float32)
+    sizes = size if isinstance(size, dict) else {INPUT_NAME: size}
+    feed = {name: probe_batch(side, 1).astype(np.float32) for name, side in sizes.items()}
     for _ in range(warmup):
-        session.run([OUTPUT_NAME], {INPUT_NAME: crop})
+        session.run([OUTPUT_NAME], feed)
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        session.run([OUTPUT_NAME], {INPUT_NAME: crop})
+        session.run([OUTPUT_NAME], feed)
         times.append((time.perf_counter() - t0) * 1000.0)
     times = np.sort(np.asarray(times))
     return {"threads": threads, "n": n, "median_ms": float(np.median(times)), "p90_ms": float(np.quantile(times, 0.9)),

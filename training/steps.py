@@ -112,6 +112,17 @@ class CalibrateOptions:
     model: Path = DEFAULT_MODEL
     default_profile: str | None = None  # default: the metadata's
     max_review_rate: float = 0.05
+    sample: Path | None = None  # a deployment's own labelled sample (all of it), instead of the validation split
+
+
+@dataclass(frozen=True)
+class LosoOptions:
+    """Leave-one-setup-out of the shipped recipe (from the model's metadata) and of the peer."""
+
+    model: Path = DEFAULT_MODEL
+    out_dir: Path | None = None  # LOSO reports (JSON + Markdown); default .cache/reports
+    n_boot: int = 1000
+    shifts: bool = True  # the capture-shift suite on every held-out setup
 
 
 @dataclass(frozen=True)
@@ -389,7 +400,20 @@ def export(ws: Workspace, options: ExportOptions = ExportOptions(), checkpoint=N
 
 
 def calibrate(ws: Workspace, options: CalibrateOptions = CalibrateOptions()) -> dict:
-    """Re-choose the operating points of an exported model on the validation split."""
+    """Re-choose the operating points of an exported model on the validation split, or on a
+    deployment's own labelled sample (``options.sample``: every image in it)."""
+    if options.sample is not None:
+        from ekyc.training.transfer import recalibrate
+
+        result = recalibrate(options.model, options.sample, ws.cache_dir, max_review_rate=options.max_review_rate,
+                             default_profile=options.default_profile)
+        sample = result["sample"]
+        print(f"calibrate: {sample['n_live']} live, {sample['n_spoof']} spoof faces of {_rel(options.sample)} "
+              f"({sample['n_without_face']} images without a face), sources {', '.join(sample['sources'])}")
+        for name, p in result["profiles"].items():
+            print(f"calibrate: {name}: threshold {p['threshold']:.4f} APCER {p['val_apcer']:.4f} "
+                  f"BPCER {p['val_bpcer']:.4f} band {p['review_band']}")
+        return result["profiles"]
     import numpy as np
 
     from ekyc.models.liveness import LivenessModel
@@ -402,8 +426,10 @@ def calibrate(ws: Workspace, options: CalibrateOptions = CalibrateOptions()) -> 
     samples = _samples(ws)
     _, parts = _split(ws, samples)
     cache = _crops(ws, parts["val"], model.crop_rule)
+    for _, rule in model.inputs[1:]:
+        _crops(ws, parts["val"], rule)
     items = cache.usable(parts["val"])
-    scores = score_items(model, items)
+    scores = score_items(model, items, cache=cache)
     labels = np.array([s.label for s, _ in items])
     calibrated = choose_points(scores, labels, [s.attack for s, _ in items], max_review_rate=options.max_review_rate)
     default = options.default_profile or model.metadata.raw.get("default_profile", "balanced")
@@ -413,6 +439,35 @@ def calibrate(ws: Workspace, options: CalibrateOptions = CalibrateOptions()) -> 
         print(f"calibrate: {name}: threshold {p['threshold']:.4f} val APCER {p['val_apcer']:.4f} "
               f"BPCER {p['val_bpcer']:.4f} band {p['review_band']}")
     return profiles
+
+
+def loso(ws: Workspace, options: LosoOptions = LosoOptions()) -> dict:
+    """Leave-one-setup-out over the data's setups (its ``source`` column) for the model's recipe
+    (``training.recipe`` in its metadata) and for the MiniFASNet V2+V1SE peer, both scored through
+    LivenessModel: per-setup rows with intervals and trivial baselines, pooled row, travelling
+    profiles, capture shifts and live-face slices (``ekyc.training.loso``, ``ekyc.training.transfer``)."""
+    from ekyc.models.liveness import ModelMetadata, metadata_path
+    from ekyc.training import loso as L
+
+    if ws.data_dir is None:
+        raise StepError("no data for leave-one-setup-out: pass --data-dir or set EKYC_DATA_DIR")
+    recipe = (ModelMetadata.load(metadata_path(Path(options.model))).raw.get("training") or {}).get("recipe")
+    if not recipe:
+        raise StepError(f"{_rel(options.model)} records no training recipe (metadata training.recipe)")
+    root = Path(ws.cache_dir) / "loso"
+    runs = [L.run("peer", ws.data_dir, [], peer=True, out_root=root, cache_dir=ws.cache_dir, shifts=options.shifts)]
+    if recipe.get("kind") == "heads":
+        from ekyc.training.heads import HeadConfig
+
+        runs.append(L.run_heads(recipe["name"], ws.data_dir, HeadConfig(**recipe.get("head", {})),
+                                cache_dir=ws.cache_dir, out_root=root, shifts=options.shifts))
+    elif recipe.get("kind") == "members":
+        runs.append(L.run(recipe["name"], ws.data_dir, recipe["members"], out_root=root, cache_dir=ws.cache_dir,
+                          config_overrides=recipe.get("overrides"), shifts=options.shifts))
+    out_dir = Path(options.out_dir or Path(ws.cache_dir) / "reports")
+    reports = L.report(list(dict.fromkeys(runs)), ws.data_dir, out_dir / "loso.md", options.n_boot)
+    print(f"loso: reports in {_rel(out_dir)} (loso.md, loso-<candidate>.json)")
+    return reports
 
 
 def _eval_parts(ws: Workspace, wanted: str | None, samples, data_dir):
@@ -448,6 +503,8 @@ def evaluate(ws: Workspace, options: EvaluateOptions = EvaluateOptions(), sample
     model = LivenessModel(model_path)
     meta = model.metadata.raw
     cache = _crops(ws, part, model.crop_rule, data_dir)
+    for _, rule in model.inputs[1:]:  # the other crops of a model that takes several
+        _crops(ws, part, rule, data_dir)
     stem = f"{model_path.stem}-{split_name}"
     report_path = options.report or Path(ws.cache_dir) / "reports" / f"{stem}.json"
     out_dir = options.out_dir
@@ -579,9 +636,11 @@ def bench(options: BenchOptions = BenchOptions()) -> dict:
     from ekyc.training.export import latency_ms
 
     model = LivenessModel(Path(options.model))
-    result = latency_ms(options.model, model.crop_rule.size, threads=options.threads, n=options.n)
-    print(f"bench: {options.model}: {result['median_ms']:.2f} ms median, {result['p90_ms']:.2f} ms p90 per crop "
-          f"({options.threads} thread(s), {options.n} one-crop calls)")
+    result = latency_ms(options.model, {name: rule.size for name, rule in model.inputs}, threads=options.threads,
+                        n=options.n)
+    result["inputs"] = [name for name, _ in model.inputs]
+    print(f"bench: {options.model}: {result['median_ms']:.2f} ms median, {result['p90_ms']:.2f} ms p90 per face "
+          f"({len(model.inputs)} crop(s), {options.threads} thread(s), {options.n} one-face calls)")
     return result
 
 

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", action="append", required=True, metavar="HOST:PORT",
                         help="an ekyc-server address (repeat for each backend)")
-    parser.add_argument("--listen", metavar="HOST:PORT", help="where Envoy listens (default 0.0.0.0:8080)")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="where Envoy listens (default 0.0.0.0:50050)")
     parser.add_argument("--admin", metavar="HOST:PORT", help="Envoy's admin interface (default 127.0.0.1:9901)")
     parser.add_argument("--out", type=Path, help="write here instead of standard output")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,20 @@ LIVE, SPOOF, UNCERTAIN = "live", "spoof", "uncertain"
 @dataclass(frozen=True)
 class OperatingPoint:
     """A named threshold (spoof iff score >= threshold) with an optional review band:
-    scores in [low, high) are UNCERTAIN and go to a person."""
+    scores in [low, high) are UNCERTAIN and go to a person. Other models' profiles
+    (ekyc.models.face_match.MatchProfile) name the three outcomes their own way."""
 
     name: str
     threshold: float
     review_band: tuple[float, float] | None = None
+    AT_OR_ABOVE: ClassVar[str] = SPOOF
+    BELOW: ClassVar[str] = LIVE
+    IN_BAND: ClassVar[str] = UNCERTAIN
 
     def decide(self, score: float) -> str:
         if self.review_band is not None and self.review_band[0] <= score < self.review_band[1]:
-            return UNCERTAIN
-        return SPOOF if score >= self.threshold else LIVE
+            return self.IN_BAND
+        return self.AT_OR_ABOVE if score >= self.threshold else self.BELOW
 
     @classmethod
     def from_dict(cls, name: str, data: dict) -> "OperatingPoint":
@@ -57,11 +62,12 @@ class ModelMetadata:
     """The parts of ``<model>.json`` the server relies on."""
 
     version: str
-    crop: CropRule
+    crop: CropRule  # the first input's rule (the only one of a single-input model)
     threshold: float
     profiles: dict[str, OperatingPoint]
     default_profile: str
     raw: dict
+    inputs: tuple[tuple[str, CropRule], ...] = ()  # (ONNX input name, crop rule) for every input
 
     @classmethod
     def load(cls, path: Path) -> "ModelMetadata":
@@ -74,9 +80,16 @@ class ModelMetadata:
             default = str(raw.get("default_profile") or next(iter(profiles)))
             if default not in profiles:
                 raise ValueError(f"default_profile {default!r} is not among the profiles")
+            if raw.get("inputs"):
+                inputs = tuple((str(item["name"]), CropRule.from_dict(item)) for item in raw["inputs"])
+                if len({name for name, _ in inputs}) != len(inputs):
+                    raise ValueError("input names must be distinct")
+            else:
+                inputs = ((INPUT_NAME, CropRule.from_dict(raw["crop"])),)
             return cls(
                 version=str(raw["version"]),
-                crop=CropRule.from_dict(raw["crop"]),
+                crop=inputs[0][1],
+                inputs=inputs,
                 threshold=threshold,
                 profiles=profiles,
                 default_profile=default,
@@ -110,16 +123,19 @@ class LivenessModel:
             raise ModelLoadError(f"model {model_path} cannot be loaded: {exc}") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
-        size = self.metadata.crop.size
-        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        if OUTPUT_NAME not in outputs:
+            raise ModelLoadError(f"model {model_path} must have output '{OUTPUT_NAME}'")
+        declared = {name for name, _ in self.metadata.inputs}
+        if set(inputs) != declared:
             raise ModelLoadError(
-                f"model {model_path} must have input '{INPUT_NAME}' and output '{OUTPUT_NAME}'"
+                f"model {model_path} has inputs {sorted(inputs)}, its metadata describes {sorted(declared)}"
             )
-        shape = inputs[INPUT_NAME].shape
-        if len(shape) != 4 or list(shape[1:]) != [size, size, 3]:
-            raise ModelLoadError(
-                f"model {model_path} input shape {shape} does not match its metadata crop size {size}"
-            )
+        for name, rule in self.metadata.inputs:
+            shape = inputs[name].shape
+            if len(shape) != 4 or list(shape[1:]) != [rule.size, rule.size, 3]:
+                raise ModelLoadError(
+                    f"model {model_path} input {name!r} shape {shape} does not match its metadata crop size {rule.size}"
+                )
 
     @property
     def version(self) -> str:
@@ -129,17 +145,29 @@ class LivenessModel:
     def crop_rule(self) -> CropRule:
         return self.metadata.crop
 
+    @property
+    def inputs(self) -> tuple[tuple[str, CropRule], ...]:
+        """(input name, crop rule) of every model input, in the metadata's order."""
+        return self.metadata.inputs
+
     def score(self, crops: np.ndarray) -> np.ndarray:
-        """Spoof probabilities for a batch of crops."""
-        batch = np.asarray(crops, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[None]
-        (probabilities,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        """Spoof probabilities for a batch of crops of a single-input model."""
+        if len(self.metadata.inputs) != 1:
+            raise ValueError(f"model {self.path.name} takes {len(self.metadata.inputs)} crops: use score_inputs")
+        return self.score_inputs({self.metadata.inputs[0][0]: crops})
+
+    def score_inputs(self, crops: dict[str, np.ndarray]) -> np.ndarray:
+        """Spoof probabilities for a batch of faces, one (N, S, S, 3) array per named input."""
+        feed = {}
+        for name, _ in self.metadata.inputs:
+            batch = np.asarray(crops[name], dtype=np.float32)
+            feed[name] = batch[None] if batch.ndim == 3 else batch
+        (probabilities,) = self._session.run([OUTPUT_NAME], feed)
         return np.asarray(probabilities, dtype=np.float32).reshape(-1)
 
     def warm_up(self) -> None:
-        size = self.metadata.crop.size
-        self.score(np.zeros((1, size, size, 3), dtype=np.uint8))
+        self.score_inputs({name: np.zeros((1, rule.size, rule.size, 3), dtype=np.uint8)
+                           for name, rule in self.metadata.inputs})
 
 
 CONFIGURED = "configured"

@@ -22,41 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65kyc/v1/liveness.proto\x12\x07\x65kyc.v1\"\xb5\x03\n\rQualityScores\x12\x12\n\nbrightness\x18\x01 \x01(\x02\x12\x11\n\tsharpness\x18\x02 \x01(\x02\x12\x15\n\rface_coverage\x18\x03 \x01(\x02\x12\x12\n\nface_count\x18\x04 \x01(\x05\x12\x17\n\x0f\x66\x61\x63\x65_confidence\x18\x05 \x01(\x02\x12\x1d\n\x15underexposed_fraction\x18\x06 \x01(\x02\x12\x1c\n\x14overexposed_fraction\x18\x07 \x01(\x02\x12\x15\n\rdynamic_range\x18\x08 \x01(\x02\x12\x1f\n\x17interocular_distance_px\x18\t \x01(\x02\x12\x0f\n\x07yaw_deg\x18\n \x01(\x02\x12\x11\n\tpitch_deg\x18\x0b \x01(\x02\x12\x10\n\x08roll_deg\x18\x0c \x01(\x02\x12\x19\n\x11\x65yes_closed_score\x18\r \x01(\x02\x12\x1b\n\x13\x65yes_occluded_score\x18\x0e \x01(\x02\x12\x1a\n\x12\x66\x61\x63\x65_border_margin\x18\x0f \x01(\x02\x12\x1e\n\x16second_face_area_ratio\x18\x10 \x01(\x02\x12\x1a\n\x12landmarks_measured\x18\x11 \x01(\x08\">\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xbf\x01\n\rQualityReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\'\n\x07reasons\x18\x02 \x03(\x0e\x32\x16.ekyc.v1.QualityReason\x12&\n\x06scores\x18\x03 \x01(\x0b\x32\x16.ekyc.v1.QualityScores\x12\"\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x10.ekyc.v1.FaceBox\x12\x13\n\x0bimage_width\x18\x05 \x01(\x05\x12\x14\n\x0cimage_height\x18\x06 \x01(\x05\"8\n\x13\x43heckQualityRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"S\n\x14\x43heckQualityResponse\x12\'\n\x07quality\x18\x01 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x81\x01\n\rVerifyRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\"\n\x15\x65nable_quality_checks\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\tB\x18\n\x16_enable_quality_checks\"\x99\x02\n\x0eVerifyResponse\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.ekyc.v1.VerifyStatus\x12\x0f\n\x07is_live\x18\x02 \x01(\x08\x12\x16\n\x0eliveness_score\x18\x03 \x01(\x02\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\'\n\x07quality\x18\x07 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x0f\n\x07profile\x18\t \x01(\t\x12+\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x19.ekyc.v1.LivenessDecision\">\n\x13VerifyStreamRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.ekyc.v1.VerifyRequest\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x85\x01\n\x14VerifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.ekyc.v1.VerifyResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.ekyc.v1.ItemErrorH\x00\x42\t\n\x07outcome*\xb2\x03\n\rQualityReason\x12\x1e\n\x1aQUALITY_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16QUALITY_REASON_NO_FACE\x10\x01\x12!\n\x1dQUALITY_REASON_MULTIPLE_FACES\x10\x02\x12!\n\x1dQUALITY_REASON_FACE_TOO_SMALL\x10\x03\x12\x1b\n\x17QUALITY_REASON_TOO_DARK\x10\x04\x12\x1d\n\x19QUALITY_REASON_TOO_BRIGHT\x10\x05\x12\x19\n\x15QUALITY_REASON_BLURRY\x10\x06\x12!\n\x1dQUALITY_REASON_LOW_RESOLUTION\x10\x07\x12\x1f\n\x1bQUALITY_REASON_LOW_CONTRAST\x10\x08\x12\x1f\n\x1bQUALITY_REASON_FACE_CUT_OFF\x10\t\x12!\n\x1dQUALITY_REASON_POSE_TOO_LARGE\x10\n\x12\x1e\n\x1aQUALITY_REASON_EYES_CLOSED\x10\x0b\x12 \n\x1cQUALITY_REASON_EYES_OCCLUDED\x10\x0c*j\n\x0cVerifyStatus\x12\x1d\n\x19VERIFY_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15VERIFY_STATUS_SUCCESS\x10\x01\x12 \n\x1cVERIFY_STATUS_QUALITY_FAILED\x10\x02*\x8f\x01\n\x10LivenessDecision\x12!\n\x1dLIVENESS_DECISION_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIVENESS_DECISION_LIVE\x10\x01\x12\x1b\n\x17LIVENESS_DECISION_SPOOF\x10\x02\x12\x1f\n\x1bLIVENESS_DECISION_UNCERTAIN\x10\x03\x32\xea\x01\n\x0fLivenessService\x12K\n\x0c\x43heckQuality\x12\x1c.ekyc.v1.CheckQualityRequest\x1a\x1d.ekyc.v1.CheckQualityResponse\x12\x39\n\x06Verify\x12\x16.ekyc.v1.VerifyRequest\x1a\x17.ekyc.v1.VerifyResponse\x12O\n\x0cVerifyStream\x12\x1c.ekyc.v1.VerifyStreamRequest\x1a\x1d.ekyc.v1.VerifyStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65kyc/v1/liveness.proto\x12\x07\x65kyc.v1\x1a\x1cgoogle/api/annotations.proto\"\xb5\x03\n\rQualityScores\x12\x12\n\nbrightness\x18\x01 \x01(\x02\x12\x11\n\tsharpness\x18\x02 \x01(\x02\x12\x15\n\rface_coverage\x18\x03 \x01(\x02\x12\x12\n\nface_count\x18\x04 \x01(\x05\x12\x17\n\x0f\x66\x61\x63\x65_confidence\x18\x05 \x01(\x02\x12\x1d\n\x15underexposed_fraction\x18\x06 \x01(\x02\x12\x1c\n\x14overexposed_fraction\x18\x07 \x01(\x02\x12\x15\n\rdynamic_range\x18\x08 \x01(\x02\x12\x1f\n\x17interocular_distance_px\x18\t \x01(\x02\x12\x0f\n\x07yaw_deg\x18\n \x01(\x02\x12\x11\n\tpitch_deg\x18\x0b \x01(\x02\x12\x10\n\x08roll_deg\x18\x0c \x01(\x02\x12\x19\n\x11\x65yes_closed_score\x18\r \x01(\x02\x12\x1b\n\x13\x65yes_occluded_score\x18\x0e \x01(\x02\x12\x1a\n\x12\x66\x61\x63\x65_border_margin\x18\x0f \x01(\x02\x12\x1e\n\x16second_face_area_ratio\x18\x10 \x01(\x02\x12\x1a\n\x12landmarks_measured\x18\x11 \x01(\x08\">\n\x07\x46\x61\x63\x65\x42ox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\xbf\x01\n\rQualityReport\x12\x0e\n\x06passed\x18\x01 \x01(\x08\x12\'\n\x07reasons\x18\x02 \x03(\x0e\x32\x16.ekyc.v1.QualityReason\x12&\n\x06scores\x18\x03 \x01(\x0b\x32\x16.ekyc.v1.QualityScores\x12\"\n\x08\x66\x61\x63\x65_box\x18\x04 \x01(\x0b\x32\x10.ekyc.v1.FaceBox\x12\x13\n\x0bimage_width\x18\x05 \x01(\x05\x12\x14\n\x0cimage_height\x18\x06 \x01(\x05\"8\n\x13\x43heckQualityRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"S\n\x14\x43heckQualityResponse\x12\'\n\x07quality\x18\x01 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xb1\x01\n\rVerifyRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\"\n\x15\x65nable_quality_checks\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\x12\x17\n\x0freference_image\x18\x05 \x01(\x0c\x12\x15\n\rmatch_profile\x18\x06 \x01(\tB\x18\n\x16_enable_quality_checks\"\xbc\x02\n\x0eVerifyResponse\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.ekyc.v1.VerifyStatus\x12\x0f\n\x07is_live\x18\x02 \x01(\x08\x12\x16\n\x0eliveness_score\x18\x03 \x01(\x02\x12\x12\n\nconfidence\x18\x04 \x01(\x02\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\'\n\x07quality\x18\x07 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x0f\n\x07profile\x18\t \x01(\t\x12+\n\x08\x64\x65\x63ision\x18\n \x01(\x0e\x32\x19.ekyc.v1.LivenessDecision\x12!\n\x05match\x18\x0b \x01(\x0b\x32\x12.ekyc.v1.FaceMatch\">\n\x13VerifyStreamRequest\x12\'\n\x07request\x18\x01 \x01(\x0b\x32\x16.ekyc.v1.VerifyRequest\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x85\x01\n\x14VerifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06result\x18\x02 \x01(\x0b\x32\x17.ekyc.v1.VerifyResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.ekyc.v1.ItemErrorH\x00\x42\t\n\x07outcome\"\xef\x01\n\tFaceMatch\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.ekyc.v1.MatchStatus\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\x12\x10\n\x08is_match\x18\x03 \x01(\x08\x12(\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x16.ekyc.v1.MatchDecision\x12\x11\n\tthreshold\x18\x05 \x01(\x02\x12\x0f\n\x07profile\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x31\n\x11reference_quality\x18\x08 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\"b\n\x13\x43ompareFacesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x17\n\x0freference_image\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07profile\x18\x04 \x01(\t\"v\n\x14\x43ompareFacesResponse\x12!\n\x05match\x18\x01 \x01(\x0b\x32\x12.ekyc.v1.FaceMatch\x12\'\n\x07quality\x18\x02 \x01(\x0b\x32\x16.ekyc.v1.QualityReport\x12\x12\n\nrequest_id\x18\x03 \x01(\t*\xb2\x03\n\rQualityReason\x12\x1e\n\x1aQUALITY_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16QUALITY_REASON_NO_FACE\x10\x01\x12!\n\x1dQUALITY_REASON_MULTIPLE_FACES\x10\x02\x12!\n\x1dQUALITY_REASON_FACE_TOO_SMALL\x10\x03\x12\x1b\n\x17QUALITY_REASON_TOO_DARK\x10\x04\x12\x1d\n\x19QUALITY_REASON_TOO_BRIGHT\x10\x05\x12\x19\n\x15QUALITY_REASON_BLURRY\x10\x06\x12!\n\x1dQUALITY_REASON_LOW_RESOLUTION\x10\x07\x12\x1f\n\x1bQUALITY_REASON_LOW_CONTRAST\x10\x08\x12\x1f\n\x1bQUALITY_REASON_FACE_CUT_OFF\x10\t\x12!\n\x1dQUALITY_REASON_POSE_TOO_LARGE\x10\n\x12\x1e\n\x1aQUALITY_REASON_EYES_CLOSED\x10\x0b\x12 \n\x1cQUALITY_REASON_EYES_OCCLUDED\x10\x0c*j\n\x0cVerifyStatus\x12\x1d\n\x19VERIFY_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15VERIFY_STATUS_SUCCESS\x10\x01\x12 \n\x1cVERIFY_STATUS_QUALITY_FAILED\x10\x02*\x8f\x01\n\x10LivenessDecision\x12!\n\x1dLIVENESS_DECISION_UNSPECIFIED\x10\x00\x12\x1a\n\x16LIVENESS_DECISION_LIVE\x10\x01\x12\x1b\n\x17LIVENESS_DECISION_SPOOF\x10\x02\x12\x1f\n\x1bLIVENESS_DECISION_UNCERTAIN\x10\x03*\x8b\x01\n\x0bMatchStatus\x12\x1c\n\x18MATCH_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14MATCH_STATUS_SUCCESS\x10\x01\x12#\n\x1fMATCH_STATUS_REFERENCE_REJECTED\x10\x02\x12\x1f\n\x1bMATCH_STATUS_PROBE_REJECTED\x10\x03*\x84\x01\n\rMatchDecision\x12\x1e\n\x1aMATCH_DECISION_UNSPECIFIED\x10\x00\x12\x18\n\x14MATCH_DECISION_MATCH\x10\x01\x12\x1b\n\x17MATCH_DECISION_NO_MATCH\x10\x02\x12\x1c\n\x18MATCH_DECISION_UNCERTAIN\x10\x03\x32\xcc\x03\n\x0fLivenessService\x12i\n\x0c\x43heckQuality\x12\x1c.ekyc.v1.CheckQualityRequest\x1a\x1d.ekyc.v1.CheckQualityResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/quality:check:\x01*\x12l\n\x06Verify\x12\x16.ekyc.v1.VerifyRequest\x1a\x17.ekyc.v1.VerifyResponse\"1\x82\xd3\xe4\x93\x02+\"\x13/v1/liveness:verify:\x01*Z\x11\"\x0c/v1/liveness:\x01*\x12u\n\x0cVerifyStream\x12\x1c.ekyc.v1.VerifyStreamRequest\x1a\x1d.ekyc.v1.VerifyStreamResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/liveness:verifyStream:\x01*(\x01\x30\x01\x12i\n\x0c\x43ompareFaces\x12\x1c.ekyc.v1.CompareFacesRequest\x1a\x1d.ekyc.v1.CompareFacesResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/faces:compare:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ekyc.v1.liveness_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUALITYREASON']._serialized_start=1537
-  _globals['_QUALITYREASON']._serialized_end=1971
-  _globals['_VERIFYSTATUS']._serialized_start=1973
-  _globals['_VERIFYSTATUS']._serialized_end=2079
-  _globals['_LIVENESSDECISION']._serialized_start=2082
-  _globals['_LIVENESSDECISION']._serialized_end=2225
-  _globals['_QUALITYSCORES']._serialized_start=36
-  _globals['_QUALITYSCORES']._serialized_end=473
-  _globals['_FACEBOX']._serialized_start=475
-  _globals['_FACEBOX']._serialized_end=537
-  _globals['_QUALITYREPORT']._serialized_start=540
-  _globals['_QUALITYREPORT']._serialized_end=731
-  _globals['_CHECKQUALITYREQUEST']._serialized_start=733
-  _globals['_CHECKQUALITYREQUEST']._serialized_end=789
-  _globals['_CHECKQUALITYRESPONSE']._serialized_start=791
-  _globals['_CHECKQUALITYRESPONSE']._serialized_end=874
-  _globals['_VERIFYREQUEST']._serialized_start=877
-  _globals['_VERIFYREQUEST']._serialized_end=1006
-  _globals['_VERIFYRESPONSE']._serialized_start=1009
-  _globals['_VERIFYRESPONSE']._serialized_end=1290
-  _globals['_VERIFYSTREAMREQUEST']._serialized_start=1292
-  _globals['_VERIFYSTREAMREQUEST']._serialized_end=1354
-  _globals['_ITEMERROR']._serialized_start=1356
-  _globals['_ITEMERROR']._serialized_end=1398
-  _globals['_VERIFYSTREAMRESPONSE']._serialized_start=1401
-  _globals['_VERIFYSTREAMRESPONSE']._serialized_end=1534
-  _globals['_LIVENESSSERVICE']._serialized_start=2228
-  _globals['_LIVENESSSERVICE']._serialized_end=2462
+  _globals['_LIVENESSSERVICE'].methods_by_name['CheckQuality']._loaded_options = None
+  _globals['_LIVENESSSERVICE'].methods_by_name['CheckQuality']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/quality:check:\001*'
+  _globals['_LIVENESSSERVICE'].methods_by_name['Verify']._loaded_options = None
+  _globals['_LIVENESSSERVICE'].methods_by_name['Verify']._serialized_options = b'\202\323\344\223\002+\"\023/v1/liveness:verify:\001*Z\021\"\014/v1/liveness:\001*'
+  _globals['_LIVENESSSERVICE'].methods_by_name['VerifyStream']._loaded_options = None
+  _globals['_LIVENESSSERVICE'].methods_by_name['VerifyStream']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/liveness:verifyStream:\001*'
+  _globals['_LIVENESSSERVICE'].methods_by_name['CompareFaces']._loaded_options = None
+  _globals['_LIVENESSSERVICE'].methods_by_name['CompareFaces']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/faces:compare:\001*'
+  _globals['_QUALITYREASON']._serialized_start=2112
+  _globals['_QUALITYREASON']._serialized_end=2546
+  _globals['_VERIFYSTATUS']._serialized_start=2548
+  _globals['_VERIFYSTATUS']._serialized_end=2654
+  _globals['_LIVENESSDECISION']._serialized_start=2657
+  _globals['_LIVENESSDECISION']._serialized_end=2800
+  _globals['_MATCHSTATUS']._serialized_start=2803
+  _globals['_MATCHSTATUS']._serialized_end=2942
+  _globals['_MATCHDECISION']._serialized_start=2945
+  _globals['_MATCHDECISION']._serialized_end=3077
+  _globals['_QUALITYSCORES']._serialized_start=66
+  _globals['_QUALITYSCORES']._serialized_end=503
+  _globals['_FACEBOX']._serialized_start=505
+  _globals['_FACEBOX']._serialized_end=567
+  _globals['_QUALITYREPORT']._serialized_start=570
+  _globals['_QUALITYREPORT']._serialized_end=761
+  _globals['_CHECKQUALITYREQUEST']._serialized_start=763
+  _globals['_CHECKQUALITYREQUEST']._serialized_end=819
+  _globals['_CHECKQUALITYRESPONSE']._serialized_start=821
+  _globals['_CHECKQUALITYRESPONSE']._serialized_end=904
+  _globals['_VERIFYREQUEST']._serialized_start=907
+  _globals['_VERIFYREQUEST']._serialized_end=1084
+  _globals['_VERIFYRESPONSE']._serialized_start=1087
+  _globals['_VERIFYRESPONSE']._serialized_end=1403
+  _globals['_VERIFYSTREAMREQUEST']._serialized_start=1405
+  _globals['_VERIFYSTREAMREQUEST']._serialized_end=1467
+  _globals['_ITEMERROR']._serialized_start=1469
+  _globals['_ITEMERROR']._serialized_end=1511
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_start=1514
+  _globals['_VERIFYSTREAMRESPONSE']._serialized_end=1647
+  _globals['_FACEMATCH']._serialized_start=1650
+  _globals['_FACEMATCH']._serialized_end=1889
+  _globals['_COMPAREFACESREQUEST']._serialized_start=1891
+  _globals['_COMPAREFACESREQUEST']._serialized_end=1989
+  _globals['_COMPAREFACESRESPONSE']._serialized_start=1991
+  _globals['_COMPAREFACESRESPONSE']._serialized_end=2109
+  _globals['_LIVENESSSERVICE']._serialized_start=3080
+  _globals['_LIVENESSSERVICE']._serialized_end=3540
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -35,6 +36,20 @@ class LivenessDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIVENESS_DECISION_LIVE: _ClassVar[LivenessDecision]
     LIVENESS_DECISION_SPOOF: _ClassVar[LivenessDecision]
     LIVENESS_DECISION_UNCERTAIN: _ClassVar[LivenessDecision]
+
+class MatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_STATUS_UNSPECIFIED: _ClassVar[MatchStatus]
+    MATCH_STATUS_SUCCESS: _ClassVar[MatchStatus]
+    MATCH_STATUS_REFERENCE_REJECTED: _ClassVar[MatchStatus]
+    MATCH_STATUS_PROBE_REJECTED: _ClassVar[MatchStatus]
+
+class MatchDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MATCH_DECISION_UNSPECIFIED: _ClassVar[MatchDecision]
+    MATCH_DECISION_MATCH: _ClassVar[MatchDecision]
+    MATCH_DECISION_NO_MATCH: _ClassVar[MatchDecision]
+    MATCH_DECISION_UNCERTAIN: _ClassVar[MatchDecision]
 QUALITY_REASON_UNSPECIFIED: QualityReason
 QUALITY_REASON_NO_FACE: QualityReason
 QUALITY_REASON_MULTIPLE_FACES: QualityReason
@@ -55,6 +70,14 @@ LIVENESS_DECISION_UNSPECIFIED: LivenessDecision
 LIVENESS_DECISION_LIVE: LivenessDecision
 LIVENESS_DECISION_SPOOF: LivenessDecision
 LIVENESS_DECISION_UNCERTAIN: LivenessDecision
+MATCH_STATUS_UNSPECIFIED: MatchStatus
+MATCH_STATUS_SUCCESS: MatchStatus
+MATCH_STATUS_REFERENCE_REJECTED: MatchStatus
+MATCH_STATUS_PROBE_REJECTED: MatchStatus
+MATCH_DECISION_UNSPECIFIED: MatchDecision
+MATCH_DECISION_MATCH: MatchDecision
+MATCH_DECISION_NO_MATCH: MatchDecision
+MATCH_DECISION_UNCERTAIN: MatchDecision
 
 class QualityScores(_message.Message):
     __slots__ = ("brightness", "sharpness", "face_coverage", "face_count", "face_confidence", "underexposed_fraction", "overexposed_fraction", "dynamic_range", "interocular_distance_px", "yaw_deg", "pitch_deg", "roll_deg", "eyes_closed_score", "eyes_occluded_score", "face_border_margin", "second_face_area_ratio", "landmarks_measured")
@@ -139,19 +162,23 @@ class CheckQualityResponse(_message.Message):
     def __init__(self, quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("image", "enable_quality_checks", "request_id", "profile")
+    __slots__ = ("image", "enable_quality_checks", "request_id", "profile", "reference_image", "match_profile")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     ENABLE_QUALITY_CHECKS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_PROFILE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     enable_quality_checks: bool
     request_id: str
     profile: str
-    def __init__(self, image: _Optional[bytes] = ..., enable_quality_checks: _Optional[bool] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+    reference_image: bytes
+    match_profile: str
+    def __init__(self, image: _Optional[bytes] = ..., enable_quality_checks: _Optional[bool] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ..., reference_image: _Optional[bytes] = ..., match_profile: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("status", "is_live", "liveness_score", "confidence", "threshold", "model_version", "quality", "request_id", "profile", "decision")
+    __slots__ = ("status", "is_live", "liveness_score", "confidence", "threshold", "model_version", "quality", "request_id", "profile", "decision", "match")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     IS_LIVE_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +189,7 @@ class VerifyResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
     status: VerifyStatus
     is_live: bool
     liveness_score: float
@@ -172,7 +200,8 @@ class VerifyResponse(_message.Message):
     request_id: str
     profile: str
     decision: LivenessDecision
-    def __init__(self, status: _Optional[_Union[VerifyStatus, str]] = ..., is_live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ..., decision: _Optional[_Union[LivenessDecision, str]] = ...) -> None: ...
+    match: FaceMatch
+    def __init__(self, status: _Optional[_Union[VerifyStatus, str]] = ..., is_live: _Optional[bool] = ..., liveness_score: _Optional[float] = ..., confidence: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ..., decision: _Optional[_Union[LivenessDecision, str]] = ..., match: _Optional[_Union[FaceMatch, _Mapping]] = ...) -> None: ...
 
 class VerifyStreamRequest(_message.Message):
     __slots__ = ("request",)
@@ -197,3 +226,45 @@ class VerifyStreamResponse(_message.Message):
     result: VerifyResponse
     error: ItemError
     def __init__(self, request_id: _Optional[str] = ..., result: _Optional[_Union[VerifyResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class FaceMatch(_message.Message):
+    __slots__ = ("status", "similarity", "is_match", "decision", "threshold", "profile", "model_version", "reference_quality")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    IS_MATCH_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    status: MatchStatus
+    similarity: float
+    is_match: bool
+    decision: MatchDecision
+    threshold: float
+    profile: str
+    model_version: str
+    reference_quality: QualityReport
+    def __init__(self, status: _Optional[_Union[MatchStatus, str]] = ..., similarity: _Optional[float] = ..., is_match: _Optional[bool] = ..., decision: _Optional[_Union[MatchDecision, str]] = ..., threshold: _Optional[float] = ..., profile: _Optional[str] = ..., model_version: _Optional[str] = ..., reference_quality: _Optional[_Union[QualityReport, _Mapping]] = ...) -> None: ...
+
+class CompareFacesRequest(_message.Message):
+    __slots__ = ("image", "reference_image", "request_id", "profile")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    reference_image: bytes
+    request_id: str
+    profile: str
+    def __init__(self, image: _Optional[bytes] = ..., reference_image: _Optional[bytes] = ..., request_id: _Optional[str] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class CompareFacesResponse(_message.Message):
+    __slots__ = ("match", "quality", "request_id")
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    match: FaceMatch
+    quality: QualityReport
+    request_id: str
+    def __init__(self, match: _Optional[_Union[FaceMatch, _Mapping]] = ..., quality: _Optional[_Union[QualityReport, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class LivenessServiceStub:
     """Selfie liveness for eKYC onboarding: a quality gate first, then a
-    live-or-spoof decision from a small ONNX model.
+    live-or-spoof decision from a small ONNX model; and, given the identity
+    document's portrait, whether the selfie is its holder (1:1 face matching).
     """
 
     def __init__(self, channel):
@@ -51,11 +52,17 @@ class LivenessServiceStub:
                 request_serializer=ekyc_dot_v1_dot_liveness__pb2.VerifyStreamRequest.SerializeToString,
                 response_deserializer=ekyc_dot_v1_dot_liveness__pb2.VerifyStreamResponse.FromString,
                 _registered_method=True)
+        self.CompareFaces = channel.unary_unary(
+                '/ekyc.v1.LivenessService/CompareFaces',
+                request_serializer=ekyc_dot_v1_dot_liveness__pb2.CompareFacesRequest.SerializeToString,
+                response_deserializer=ekyc_dot_v1_dot_liveness__pb2.CompareFacesResponse.FromString,
+                _registered_method=True)
 
 
 class LivenessServiceServicer:
     """Selfie liveness for eKYC onboarding: a quality gate first, then a
-    live-or-spoof decision from a small ONNX model.
+    live-or-spoof decision from a small ONNX model; and, given the identity
+    document's portrait, whether the selfie is its holder (1:1 face matching).
     """
 
     def CheckQuality(self, request, context):
@@ -75,6 +82,18 @@ class LivenessServiceServicer:
     def VerifyStream(self, request_iterator, context):
         """Batch path: one response per request, in request order, each carrying
         the request's request_id. A bad item fails alone, never the stream.
+        Over HTTP: newline-delimited JSON both ways (one VerifyStreamRequest per
+        request line, one VerifyStreamResponse per response line).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareFaces(self, request, context):
+        """Whether the faces of two images are one person (re-verification without
+        liveness: a new selfie against an earlier one, or against a document
+        portrait). Neither image goes through the selfie quality gate; each must
+        hold one face that can be matched (see FaceMatch.reference_quality).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +117,11 @@ def add_LivenessServiceServicer_to_server(servicer, server):
                     request_deserializer=ekyc_dot_v1_dot_liveness__pb2.VerifyStreamRequest.FromString,
                     response_serializer=ekyc_dot_v1_dot_liveness__pb2.VerifyStreamResponse.SerializeToString,
             ),
+            'CompareFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareFaces,
+                    request_deserializer=ekyc_dot_v1_dot_liveness__pb2.CompareFacesRequest.FromString,
+                    response_serializer=ekyc_dot_v1_dot_liveness__pb2.CompareFacesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'ekyc.v1.LivenessService', rpc_method_handlers)
@@ -108,7 +132,8 @@ def add_LivenessServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class LivenessService:
     """Selfie liveness for eKYC onboarding: a quality gate first, then a
-    live-or-spoof decision from a small ONNX model.
+    live-or-spoof decision from a small ONNX model; and, given the identity
+    document's portrait, whether the selfie is its holder (1:1 face matching).
     """
 
     @staticmethod
@@ -182,6 +207,33 @@ class LivenessService:
             '/ekyc.v1.LivenessService/VerifyStream',
             ekyc_dot_v1_dot_liveness__pb2.VerifyStreamRequest.SerializeToString,
             ekyc_dot_v1_dot_liveness__pb2.VerifyStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ekyc.v1.LivenessService/CompareFaces',
+            ekyc_dot_v1_dot_liveness__pb2.CompareFacesRequest.SerializeToString,
+            ekyc_dot_v1_dot_liveness__pb2.CompareFacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
