@@ -24,8 +24,10 @@ Kept only when, on those held-out images (the thresholds of issue 15):
 - every face-mesh model: the quality gate's reasons unchanged on >= 99.5 % of the quality
   benchmark's images (its clean photos and frames and their degradations);
 - liveness: ROC AUC within 0.002 (either way) of the float model's on the model card's
-  evaluation (the test split of the split file, the crops the training code scores); the
-  decisions that change at the metadata's operating points are reported;
+  evaluation (the faces of the setups of its leave-one-setup-out table, or the test split of
+  the split file for a card evaluated on one; the crops the training code scores, every model
+  input's), without the calibration faces; the decisions that change at the metadata's
+  operating points are reported;
 - and the int8 model costs at least 10 % less CPU per call (thread CPU time, float and int8
   calls interleaved, median), on this machine.
 
@@ -148,7 +150,9 @@ def quantize(float_path: Path, out_path: Path, feeds: list[np.ndarray], recipe: 
 
         def get_next(self):
             feed = next(self._feeds, None)
-            return None if feed is None else {input_name: feed[None]}
+            if feed is None:
+                return None
+            return {k: v[None] for k, v in feed.items()} if isinstance(feed, dict) else {input_name: feed[None]}
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -169,15 +173,20 @@ def cpu_ms_per_call(paths: list[Path], feeds: list[np.ndarray], rounds: int = 3)
 
     sessions = [cpu_session(p) for p in paths]
     names = [s.get_inputs()[0].name for s in sessions]
+
+    def batch(feed, name):  # one call's feed: a single input's array, or one per input name
+        return {k: v[None] for k, v in feed.items()} if isinstance(feed, dict) else {name: feed[None]}
+
     for session, name in zip(sessions, names):
         for feed in feeds[:5]:
-            session.run(None, {name: feed[None]})
+            session.run(None, batch(feed, name))
     times: list[list[float]] = [[] for _ in sessions]
     for _ in range(rounds):
         for feed in feeds:
             for session, name, out in zip(sessions, names, times):
+                call = batch(feed, name)
                 started = time.thread_time()
-                session.run(None, {name: feed[None]})
+                session.run(None, call)
                 out.append((time.thread_time() - started) * 1000.0)
     return [round(statistics.median(t), 3) for t in times]
 
@@ -385,82 +394,125 @@ def face_mesh(args) -> dict:
 # --------------------------------------------------------------------------- liveness
 
 
-def liveness_crops(data_dir: Path, model, parts: tuple[str, ...], cache_dir: Path | None = None):
-    """The detected-face crops of ``parts`` (as the training code makes and scores them) and their labels."""
-    from ekyc.training.crops import CropCache, build_crops, load_crops
+Crops = dict  # input name -> uint8 (N, S, S, 3): one array per model input, faces in the same order
+
+
+def liveness_crops(data_dir: Path, model, samples: list, cache_dir: Path | None = None) -> tuple[Crops, np.ndarray, list]:
+    """Every model input's crop of each sample's detected face, as the training code makes and
+    scores them (training/facecrops.py over the detector's box cache), their labels (1 =
+    spoof) and the samples that had a face."""
+    from ekyc.quality.faces import CropRule
+    from ekyc.training.crops import CropCache, build_crops
+    from ekyc.training.facecrops import CropSpec, FaceArrays
+
+    box = CropCache.for_data(data_dir, CropRule(128, 1.2), cache_dir)
+    build_crops(samples, data_dir, box, progress=False)
+    specs = [CropSpec.from_input(name, rule) for name, rule in model.inputs]
+    arrays = FaceArrays.build(samples, data_dir, box, specs, cache_dir=cache_dir, progress=False)
+    return dict(arrays.arrays), np.array([s.label for s in arrays.samples], dtype=np.int64), arrays.samples
+
+
+def card_evaluation(model, data_dir: Path) -> tuple[list, dict]:
+    """The samples of the model card's evaluation and how it is named: every face of the
+    capture setups its leave-one-setup-out table reports (metadata ``loso``), else the test
+    subjects of the split file (a card evaluated on a test split)."""
     from ekyc.training.data import load_manifest, load_split, split_samples
 
-    samples = split_samples(load_manifest(data_dir), load_split(SPLIT_FILE), strict=False)
-    chosen = [s for part in parts for s in samples[part]]
-    cache = CropCache.for_data(data_dir, model.crop_rule, cache_dir)
-    build_crops(chosen, data_dir, cache, progress=False)
-    items = cache.usable(chosen)
-    return load_crops([p for _, p in items]), np.array([s.label for s, _ in items], dtype=np.int64)
+    samples = load_manifest(data_dir)
+    setups = sorted((model.metadata.raw.get("loso") or {}).get("rows", {}))
+    if setups:
+        return [s for s in samples if s.source in setups], {"setups": setups, "what": "the card's leave-one-setup-out setups"}
+    test = split_samples(samples, load_split(SPLIT_FILE), strict=False)["test"]
+    return test, {"split_file": "training/splits/shared-data.json", "parts": ["test"]}
 
 
-def input_dtype(model_path: Path) -> np.dtype:
-    """The numpy type of a model's first input (a liveness model may take float or uint8 crops)."""
+def _take(crops: Crops, index) -> Crops:
+    return {name: array[index] for name, array in crops.items()}
+
+
+def _feeds(crops: Crops, dtypes: dict) -> list[dict]:
+    count = len(next(iter(crops.values())))
+    return [{name: crops[name][i].astype(dtypes[name]) for name in crops} for i in range(count)]
+
+
+def input_dtypes(model_path: Path) -> dict:
+    """The numpy type of each model input (a liveness model may take float or uint8 crops)."""
     from ekyc.ort_session import cpu_session
 
-    kind = cpu_session(model_path).get_inputs()[0].type  # e.g. "tensor(float)"
-    return {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(float16)": np.float16}.get(kind, np.float32)
+    kinds = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(float16)": np.float16}
+    return {i.name: kinds.get(i.type, np.float32) for i in cpu_session(model_path).get_inputs()}
 
 
-def liveness_scores(model_path: Path, crops: np.ndarray) -> np.ndarray:
+def liveness_scores(model_path: Path, crops: Crops) -> np.ndarray:
     from ekyc.models.liveness import LivenessModel
 
     model = LivenessModel(model_path)
-    return np.concatenate([model.score(crops[i : i + 64]) for i in range(0, len(crops), 64)]).astype(np.float64)
+    count = len(next(iter(crops.values())))
+    return np.concatenate([model.score_inputs(_take(crops, slice(i, i + 64))) for i in range(0, count, 64)]
+                          ).astype(np.float64)
 
 
 def quantize_liveness(model_path: Path, out_path: Path, data_dir: Path, calibration: int = 300, seed: int = 0,
-                      cache_dir: Path | None = None, timing_inputs: int = 100, evaluation_parts=("test",),
+                      cache_dir: Path | None = None, timing_inputs: int = 100,
                       recipes: tuple[str, ...] = RECIPES) -> dict:
-    """Quantise a liveness model on the shared data: calibration on crops of the training
-    subjects, parity on the model card's evaluation (``evaluation_parts`` of the split file)."""
+    """Quantise a liveness model on the shared data: calibration on faces of the training
+    subjects of the split file, parity on the model card's evaluation (card_evaluation),
+    without the calibration faces."""
     from ekyc.models.liveness import LivenessModel
+    from ekyc.training.data import load_manifest, load_split, split_samples
 
     model = LivenessModel(Path(model_path))
-    train_crops, _ = liveness_crops(data_dir, model, ("train",), cache_dir)
-    order = np.random.default_rng(seed).permutation(len(train_crops))[:calibration]
-    test_crops, test_labels = liveness_crops(data_dir, model, tuple(evaluation_parts), cache_dir)
+    train = split_samples(load_manifest(data_dir), load_split(SPLIT_FILE), strict=False)["train"]
+    train_crops, _, train_samples = liveness_crops(data_dir, model, train, cache_dir)
+    order = np.random.default_rng(seed).permutation(len(train_samples))[:calibration]
+    used = {train_samples[i].path for i in order}
+    evaluation, note = card_evaluation(model, data_dir)
+    evaluation = [s for s in evaluation if s.path not in used]
+    crops, labels, _ = liveness_crops(data_dir, model, evaluation, cache_dir)
     return quantize_liveness_on(
-        model_path, out_path, train_crops[order], test_crops, test_labels, timing_inputs, recipes,
+        model_path, out_path, _take(train_crops, order), crops, labels, timing_inputs, recipes,
         calibration_note={"split_file": "training/splits/shared-data.json", "parts": ["train"], "seed": seed},
-        evaluation_note={"split_file": "training/splits/shared-data.json", "parts": list(evaluation_parts)},
+        evaluation_note={**note, "without": "the calibration faces"},
     )
 
 
-def quantize_liveness_on(model_path: Path, out_path: Path, calibration_crops: np.ndarray, crops: np.ndarray,
-                         labels: np.ndarray, timing_inputs: int = 100, recipes: tuple[str, ...] = RECIPES,
+def quantize_liveness_on(model_path: Path, out_path: Path, calibration_crops, crops, labels: np.ndarray,
+                         timing_inputs: int = 100, recipes: tuple[str, ...] = RECIPES,
                          max_auc_difference: float | None = None, min_cpu_saving: float = MIN_SPEEDUP,
                          calibration_note: dict | None = None,
                          evaluation_note: dict | None = None) -> dict:
     """Quantise a liveness model (ONNX + its .json metadata) with each recipe, calibrated on
-    ``calibration_crops`` (uint8 face crops); keep the candidate whose ROC AUC on ``crops`` /
-    ``labels`` (1 = spoof) is within ``max_auc_difference`` of the float model's and that costs
-    at least MIN_SPEEDUP less CPU. Returns the report; when one passes, writes ``out_path`` and
+    ``calibration_crops`` (uint8 face crops: an array for a single-input model, or one per
+    input name); keep the candidate whose ROC AUC on ``crops`` / ``labels`` (1 = spoof) is
+    within ``max_auc_difference`` of the float model's and that costs at least
+    ``min_cpu_saving`` less CPU. Returns the report; when one passes, writes ``out_path`` and
     its metadata beside it (the float model's, version suffixed -int8, with the report)."""
     from ekyc.models.liveness import LivenessModel, metadata_path
+    from ekyc.training.metrics import roc_auc
 
     limit = MAX_AUC_DIFFERENCE if max_auc_difference is None else max_auc_difference
     model_path, out_path = Path(model_path), Path(out_path)
     model = LivenessModel(model_path)
-    dtype = input_dtype(model_path)
-    feeds = [c.astype(dtype) for c in calibration_crops]
-    test_crops, test_labels = crops, np.asarray(labels, dtype=np.int64)
-    from ekyc.training.metrics import roc_auc
-
+    names = [name for name, _ in model.inputs]
+    if not isinstance(calibration_crops, dict):
+        calibration_crops = {names[0]: calibration_crops}
+    if not isinstance(crops, dict):
+        crops = {names[0]: crops}
+    dtypes = input_dtypes(model_path)
+    feeds = _feeds(calibration_crops, dtypes)
+    test_labels = np.asarray(labels, dtype=np.int64)
+    timing = _feeds(_take(crops, slice(0, timing_inputs)), dtypes)
     metadata = json.loads(metadata_path(model_path).read_text())
-    scores_float = liveness_scores(model_path, test_crops)
+    scores_float = liveness_scores(model_path, crops)
     auc_float = float(roc_auc(scores_float, test_labels))
     report = {
         "script": SCRIPT,
         "onnxruntime": __import__("onnxruntime").__version__,
         "method": "quant_pre_process + quantize_static: QDQ, per channel, uint8 activations, int8 weights",
         "float": model_path.name, "float_sha256": sha256(model_path), "float_version": model.version,
-        "calibration": {**(calibration_note or {}), "crops": len(feeds)},
-        "evaluation": {**(evaluation_note or {}), "crops": int(len(test_labels)),
+        "inputs": names,
+        "calibration": {**(calibration_note or {}), "faces": len(feeds)},
+        "evaluation": {**(evaluation_note or {}), "faces": int(len(test_labels)),
                        "spoof": int(test_labels.sum()), "live": int(len(test_labels) - test_labels.sum())},
         "auc_float": round(auc_float, 5),
         "thresholds": {"max_auc_difference": limit, "min_cpu_saving": min_cpu_saving},
@@ -474,11 +526,10 @@ def quantize_liveness_on(model_path: Path, out_path: Path, calibration_crops: np
             candidate.parent.mkdir()
             quantize(model_path, candidate, feeds, recipe)
             metadata_path(candidate).write_text(json.dumps(metadata))
-            scores_int8 = liveness_scores(candidate, test_crops)
+            scores_int8 = liveness_scores(candidate, crops)
             auc_int8 = float(roc_auc(scores_int8, test_labels))
             difference = np.abs(scores_float - scores_int8)
-            float_ms, int8_ms = cpu_ms_per_call([model_path, candidate],
-                                                [c.astype(dtype) for c in test_crops[:timing_inputs]])
+            float_ms, int8_ms = cpu_ms_per_call([model_path, candidate], timing)
             entry = {
                 "auc_int8": round(auc_int8, 5), "auc_difference": round(auc_int8 - auc_float, 5),
                 "score_difference": {"p50": round(float(np.median(difference)), 5),

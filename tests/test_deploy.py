@@ -807,14 +807,14 @@ def test_service_scales_on_images_per_task_with_a_cpu_backstop(cfn):
 
     methods = {q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]: q for q in queries.values()
                if q.get("MetricStat", {}).get("Metric", {}).get("Namespace") == metrics.NAMESPACE}
-    assert set(methods) == {"Verify", "VerifyStream", "CheckQuality"}
+    assert set(methods) == {"Verify", "VerifyStream", "CheckQuality", "CompareFaces"}
     for query in methods.values():
         assert query["MetricStat"]["Metric"]["MetricName"] == "Requests" and query["MetricStat"]["Stat"] == "Sum"
     tasks = queries["tasks"]["MetricStat"]
     assert tasks["Metric"]["Namespace"] == "ECS/ContainerInsights" and tasks["Metric"]["MetricName"] == "RunningTaskCount"
     assert {d["Name"] for d in tasks["Metric"]["Dimensions"]} == {"ClusterName", "ServiceName"}
     (returned,) = [q for q in queries.values() if q["ReturnData"]]
-    for name in ("verify", "stream", "quality", "tasks", "/ 60"):
+    for name in ("verify", "stream", "quality", "compare", "tasks", "/ 60"):
         assert name in returned["Expression"]
     # The cluster publishes RunningTaskCount only with Container Insights on.
     settings = only(cfn, "AWS::ECS::Cluster")["ClusterSettings"]
