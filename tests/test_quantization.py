@@ -128,3 +128,23 @@ def test_the_liveness_step_drops_a_model_that_moves_the_auc(tmp_path):
                                     recipes=("minmax",), max_auc_difference=-1.0, min_cpu_saving=-100.0)
     assert not report["kept"] and not out.exists() and not out.with_suffix(".json").exists()
     assert report["candidates"]["minmax"]["why"].startswith("AUC moves")
+
+
+def test_the_liveness_report_is_of_the_shipped_model():
+    """models/reports/liveness-int8.json is the generic step's report on the model that ships
+    (`quantize_models.py liveness models/liveness.onnx`): a new model needs the step run again,
+    and an int8 file ships only with a passing report."""
+    model = ROOT / "models" / "liveness.onnx"
+    report = json.loads((ROOT / "models" / "reports" / "liveness-int8.json").read_text())
+    assert report["float_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest(), "re-run the step on this model"
+    assert set(report["candidates"]) <= set(Q.RECIPES) and report["candidates"]
+    assert report["thresholds"] == {"max_auc_difference": Q.MAX_AUC_DIFFERENCE, "min_cpu_saving": Q.MIN_SPEEDUP}
+    for entry in report["candidates"].values():
+        assert entry["passes"] == (abs(entry["auc_difference"]) <= Q.MAX_AUC_DIFFERENCE
+                                   and entry["cpu_ms_per_call"]["saving"] >= Q.MIN_SPEEDUP)
+    assert report["kept"] == any(e["passes"] for e in report["candidates"].values())
+    int8 = ROOT / "models" / "liveness-int8.onnx"
+    if report["kept"]:
+        assert hashlib.sha256(int8.read_bytes()).hexdigest() == report["int8_sha256"]
+    else:
+        assert not int8.exists()
