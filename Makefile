@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test browser run test protos lint bench clean
+.PHONY: setup setup-test browser run test protos lint bench bench-fleet bench-decode clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +52,11 @@ clean:
 bench: setup-test
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/http_bench.py
+
+# A batch over two servers behind Envoy against one two-thread server (bench/README.md).
+bench-fleet: setup-test
+	$(BIN)/python bench/fleet_bench.py
+
+# DCT-domain JPEG decoding per image size: cost and quality-reason parity (needs EKYC_DATA_DIR).
+bench-decode: setup-test
+	$(BIN)/python bench/decode_bench.py
