@@ -53,17 +53,30 @@ def backends(*env: dict) -> tuple[ServerProcess, ServerProcess]:
     return servers
 
 
-def client(target: str, folder: Path, output: Path, connections: int = 4) -> subprocess.Popen:
-    return subprocess.Popen([CLIENT, "--server", target, "verify", str(folder), "--stream", "--connections",
-                             str(connections), "--output", str(output), "--progress", "off"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture()
+def client():
+    """Start ekyc-client on a folder; the process is killed if the test ends before it does."""
+    started: list[subprocess.Popen] = []
+
+    def start(target: str, folder: Path, output: Path, connections: int = 4) -> subprocess.Popen:
+        run = subprocess.Popen([CLIENT, "--server", target, "verify", str(folder), "--stream", "--connections",
+                                str(connections), "--output", str(output), "--progress", "off"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=10)
 
 
 def lines_of(output: Path) -> list[dict]:
     return [json.loads(line) for line in output.read_text().splitlines() if line.strip()]
 
 
-def test_four_streams_spread_a_batch_over_two_backends(folder, tmp_path):
+def test_four_streams_spread_a_batch_over_two_backends(folder, tmp_path, client):
     output = tmp_path / "out.jsonl"
     first, second = backends()
     with first, second:
@@ -91,7 +104,7 @@ def test_four_streams_spread_a_batch_over_two_backends(folder, tmp_path):
     assert sum(split) == 96 and all(0.3 <= n / 96 <= 0.7 for n in split), streams
 
 
-def test_a_backend_stopped_mid_batch_loses_nothing_and_repeats_nothing(folder, tmp_path):
+def test_a_backend_stopped_mid_batch_loses_nothing_and_repeats_nothing(folder, tmp_path, client):
     output = tmp_path / "out.jsonl"
     # The stopped backend's streams are cut soon after SIGTERM (a short grace), in the middle
     # of the batch: their unanswered images must go out again on the other backend.
